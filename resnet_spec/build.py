@@ -1,12 +1,9 @@
 """Compile a ResNetSpec into an nn.Module, constructing and initialising exactly as torchvision does."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from .api import load_spec
 from .layers import BasicBlock, Bottleneck, make_act, make_anti_alias, make_norm, make_shortcut
 from .layout import StagePlan, plan, stem_reduction
 from .spec import ResNetSpec
@@ -128,20 +125,3 @@ class ResNet(nn.Module):
                 out.append(x)
         return out
 
-
-def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None = None) -> nn.Module:
-    """Build the network a spec (or a spec file, or a shipped spec name) describes."""
-    spec = spec_or_path if isinstance(spec_or_path, ResNetSpec) else load_spec(spec_or_path)
-    if num_classes is not None:
-        spec = with_num_classes(spec, num_classes)
-    return ResNet(spec)
-
-
-def with_num_classes(spec: ResNetSpec, num_classes: int) -> ResNetSpec:
-    """The same spec with its classifier resized."""
-    from dataclasses import replace
-
-    from .spec import HeadSpec
-    head = HeadSpec(num_classes, spec.head.dropout if spec.head else 0.0)
-    data = {**spec.data, "head": {**(spec.data.get("head") or {}), "num_classes": num_classes}}
-    return replace(spec, head=head, data=data)

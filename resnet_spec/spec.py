@@ -1,7 +1,7 @@
 """The typed, frozen form of a validated spec. The builder only ever sees these."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .schema import defaults
 
@@ -156,3 +156,10 @@ def from_data(data: dict, name: str) -> ResNetSpec:
         features=tuple(top["features"]) if top["features"] is not None else None,
         data=data,
     )
+
+
+def with_num_classes(spec: ResNetSpec, num_classes: int) -> ResNetSpec:
+    """The same spec with its classifier resized (a head is added if it had none)."""
+    head = HeadSpec(num_classes, spec.head.dropout if spec.head else 0.0)
+    data = {**spec.data, "head": {**(spec.data.get("head") or {}), "num_classes": num_classes}}
+    return replace(spec, head=head, data=data)

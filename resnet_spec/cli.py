@@ -1,0 +1,64 @@
+"""The `resnet-spec` command line. Each command lives in resnet_spec/commands/<name>.py."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import keyword
+import sys
+
+from .errors import SpecError
+from .fileio import OutputError
+
+# Command modules, in the order `--help` lists them. Each defines register(subparsers), which adds
+# its parser and sets `func` to a run(args) -> int. They import torch only inside run().
+COMMANDS = ("validate", "build", "list", "schema")
+
+
+class CommandError(Exception):
+    """A bad input found while running a command: printed as one line, exit status 1."""
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resnet-spec", description="Compile ResNet-family networks written as YAML specs.",
+                     epilog="Run `resnet-spec COMMAND --help` for a command's options and examples.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"resnet-spec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = name.replace("-", "_") + ("_" if keyword.iskeyword(name) else "")  # import -> import_.py
+        importlib.import_module(f"resnet_spec.commands.{module}").register(sub)
+    return parser
+
+
+def add_command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand parser whose --help ends with examples."""
+    return sub.add_parser(name, help=help, description=help, epilog="examples:\n" + examples + "\n",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) and usage errors (2)
+        return int(e.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except SpecError as e:
+        for rec in e.errors:
+            print(rec, file=sys.stderr)
+        return 1
+    except (CommandError, OutputError) as e:
+        print(f"resnet-spec {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""resnet-spec build: compile a spec, show what it costs, run one forward pass."""
+from __future__ import annotations
+
+import time
+
+from ..cli import CommandError
+
+
+def register(sub) -> None:
+    from ..cli import add_command
+    p = add_command(sub, "build", "Build a spec into a torch model, print its per-stage table and run a forward pass.",
+                    "  resnet-spec build specs/resnet34.yaml\n"
+                    "  resnet-spec build resnet50 --device cuda --batch 32\n"
+                    "  resnet-spec build my_net.yaml --num-classes 10 --input-size 64 --out my_net.pt\n"
+                    "  resnet-spec build resnet152 --dry-run --verbose")
+    p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--input-size", type=int, metavar="N", help="input height and width (default: the spec's)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the forward pass (default: 1)")
+    p.add_argument("--num-classes", type=int, metavar="N", help="resize the classifier to N outputs")
+    p.add_argument("--out", metavar="FILE", help="save the state_dict with the resolved spec embedded")
+    p.add_argument("--seed", type=int, default=0, help="random seed for the weights and input (default: 0)")
+    p.add_argument("--dry-run", action="store_true", help="print the table only; allocate no real tensors")
+    p.add_argument("--verbose", action="store_true", help="one row per block instead of per stage")
+    p.set_defaults(func=run)
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def _table(rows, total) -> str:
+    lines = [f"{'':<10} {'output':>18} {'params':>13} {'MMACs':>10} {'act. MB':>9}"]
+    for r in rows + [total]:
+        shape = "" if r is total else _fmt_shape(r.shape)
+        lines.append(f"{r.name:<10} {shape:>18} {r.params:>13,} {r.macs / 1e6:>10.1f} {r.activation_bytes / 2**20:>9.1f}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    for flag in ("input_size", "batch", "num_classes"):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            raise CommandError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
+    from ..api import load_spec
+    from ..spec import with_num_classes
+    spec = load_spec(args.spec)
+    if args.num_classes is not None:
+        spec = with_num_classes(spec, args.num_classes)
+    if args.out:
+        from ..fileio import check_writable
+        check_writable(args.out)
+
+    import torch
+
+    from ..analysis import analyse, totals
+    size = args.input_size or spec.input_size
+    rows = analyse(spec, size, args.batch, verbose=args.verbose)
+    total = totals(rows)
+    print(f"{spec.name}: {spec.description}" if spec.description else spec.name)
+    print(f"input {args.batch}x{spec.in_channels}x{size}x{size}")
+    print(_table(rows, total))
+    print(f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs per image"
+          if args.batch == 1 else f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs per batch of {args.batch}")
+    if args.dry_run:
+        return 0
+
+    device = _device(args.device)
+    from ..factory import build_model
+    torch.manual_seed(args.seed)
+    model = build_model(spec).to(device).eval()
+    x = torch.randn(args.batch, spec.in_channels, size, size, device=device)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        out = model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        ms = (time.perf_counter() - t0) * 1e3
+    shapes = ", ".join(_fmt_shape(tuple(o.shape)) for o in out) if isinstance(out, list) else _fmt_shape(tuple(out.shape))
+    print(f"forward pass on {device}: output {shapes} in {ms:.1f} ms")
+    if args.out:
+        from ..checkpoint import save_model
+        save_model(args.out, model, spec)
+        print(f"saved {args.out}")
+    return 0
+
+
+def _device(name: str):
+    import torch
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"unknown device '{name}'; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device cuda asked for, but no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise CommandError(f"unsupported device '{name}'; use cpu or cuda")
+    return device

@@ -1,18 +1,67 @@
 """build_model: the public entry point from a spec (or its file or name) to a ready nn.Module."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .api import load_spec
 from .build import ResNet
+from .layers import BlurPool2d
 from .spec import ResNetSpec, with_num_classes
 
+INITS = ("random", "none")
+OPTIMIZATIONS = (None, "inference")
 
-def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None = None) -> nn.Module:
-    """Build the network a spec (or a spec file, or a shipped spec name) describes."""
+
+def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None = None, *, init: str = "random",
+                weights: Mapping[str, torch.Tensor] | None = None, optimize: str | None = None,
+                compile: bool = False) -> nn.Module:
+    """Build the network a spec (or a spec file, or a shipped spec name) describes.
+
+    init="random" draws torchvision's seeded init. init="none" builds on the meta device and skips
+    the init: pass `weights` (a state_dict, loaded strictly and without a copy), or call
+    `load_state_dict(sd, assign=True)` and then `materialize_buffers(model)` yourself.
+    optimize="inference" folds each BatchNorm into its conv and uses channels_last (eval mode,
+    no gradients); `compile=True` also wraps it in torch.compile.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if optimize not in OPTIMIZATIONS:
+        raise ValueError(f"optimize must be one of {OPTIMIZATIONS}, got {optimize!r}")
+    if compile and optimize is None:
+        raise ValueError("compile=True needs optimize='inference'")
+    if weights is not None and init != "none":
+        # A random init that the weights then overwrite is the cost init="none" exists to avoid.
+        raise ValueError("weights= needs init='none'")
+    if init == "none" and weights is None and optimize is not None:
+        raise ValueError("optimize needs real weights: pass weights= with init='none'")
     spec = spec_or_path if isinstance(spec_or_path, ResNetSpec) else load_spec(spec_or_path)
     if num_classes is not None:
         spec = with_num_classes(spec, num_classes)
-    return ResNet(spec)
+    if init == "random":
+        model: nn.Module = ResNet(spec)
+    else:
+        with torch.device("meta"):
+            model = ResNet(spec)
+        if weights is not None:
+            model.load_state_dict(weights, strict=True, assign=True)
+            materialize_buffers(model)
+    if optimize == "inference":
+        from .optimize import optimize_for_inference
+        model = optimize_for_inference(model, compile=compile)
+    return model
+
+
+def materialize_buffers(model: nn.Module) -> nn.Module:
+    """Recompute the fixed, non-persistent buffers a meta-device build leaves empty (a state_dict has none)."""
+    device = next(model.parameters()).device
+    for m in model.modules():
+        if isinstance(m, BlurPool2d) and m.filt.is_meta:
+            m.filt = BlurPool2d(m.channels, m.stride).filt.to(device)
+    left = [name for name, t in model.named_buffers() if t.is_meta]
+    if left:
+        raise ValueError(f"buffers still on the meta device after loading weights: {', '.join(left)}")
+    return model

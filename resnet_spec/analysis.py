@@ -15,9 +15,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .spec import ResNetSpec
 
-_STEM = ("conv1", "bn1", "relu", "maxpool")
-_HEAD = ("avgpool", "drop", "fc")
-
 
 @dataclass(frozen=True)
 class Row:
@@ -37,14 +34,19 @@ def meta_model(spec: ResNetSpec) -> nn.Module:
         return ResNet(spec)
 
 
-def _group_of(name: str, verbose: bool) -> str:
-    top = name.split(".")[0]
-    if top in _STEM:
-        return "stem"
-    if top in _HEAD:
-        return "head"
-    parts = name.split(".")
-    return f"{parts[0]}.{parts[1]}" if verbose and len(parts) > 1 else top
+def _groups(model: nn.Module, verbose: bool) -> dict[str, list[str]]:
+    """Row name -> the module names it covers: what comes before the stages is the stem, after them the head."""
+    stages = set(model.stage_names)
+    groups: dict[str, list[str]] = {}
+    part = "stem"
+    for name, child in model.named_children():
+        if name in stages:
+            part = "head"
+            blocks = [f"{name}.{b}" for b, _ in child.named_children()] if verbose else [name]
+            groups.update({b: [b] for b in blocks})
+        else:
+            groups.setdefault(part, []).append(name)
+    return groups
 
 
 def analyse(spec: ResNetSpec, input_size: int | None = None, batch: int = 1,
@@ -52,43 +54,43 @@ def analyse(spec: ResNetSpec, input_size: int | None = None, batch: int = 1,
     """One Row per stem, stage (or block, if verbose) and head, in forward order."""
     model = meta_model(spec).eval()
     size = input_size or spec.input_size
-    order: list[str] = []
+    groups = _groups(model, verbose)
     shapes: dict[str, tuple[int, ...]] = {}
     acts: dict[str, int] = {}
-    params: dict[str, int] = {}
     hooks = []
-    for name, mod in model.named_modules():
-        if not name:
-            continue
-        group = _group_of(name, verbose)
-        if group not in params:
-            params[group] = 0
-        if len(list(mod.children())) == 0:
-            params[group] += sum(p.numel() for p in mod.parameters(recurse=False))
+    for group, names in groups.items():
+        for name in names:
+            mod = model.get_submodule(name)
 
-            def hook(m, inp, out, group=group):
+            def last_shape(m, inp, out, group=group):
                 if isinstance(out, torch.Tensor):
-                    if group not in order:
-                        order.append(group)
                     shapes[group] = tuple(out.shape)
-                    acts[group] = acts.get(group, 0) + out.numel() * out.element_size()
-            hooks.append(mod.register_forward_hook(hook))
+            hooks.append(mod.register_forward_hook(last_shape))
+            for leaf in mod.modules():
+                if next(leaf.children(), None) is None:
+                    def act(m, inp, out, group=group):
+                        if isinstance(out, torch.Tensor):
+                            acts[group] = acts.get(group, 0) + out.numel() * out.element_size()
+                    hooks.append(leaf.register_forward_hook(act))
     x = torch.empty(batch, spec.in_channels, size, size, device="meta")
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    flops: dict[str, int] = {}
-    for key, counts in counter.get_flop_counts().items():
-        parts = key.split(".")[1:]  # drop the leading class name
-        if parts and (len(parts) == 1 or (verbose and len(parts) == 2 and parts[0].startswith("layer"))):
-            if len(parts) == 1 and verbose and parts[0].startswith("layer"):
-                continue
-            g = _group_of(".".join(parts), verbose)
-            flops[g] = flops.get(g, 0) + sum(counts.values())
-    return [Row(g, shapes[g], params[g], flops.get(g, 0) // 2, acts.get(g, 0)) for g in order]
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    # Keys are module paths under the root's class name: "ResNet.layer1.0" -> "layer1.0".
+    flops = {k.partition(".")[2]: sum(v.values()) for k, v in counter.get_flop_counts().items() if "." in k}
+    rows = []
+    for group, names in groups.items():
+        params = sum(p.numel() for n in names for p in model.get_submodule(n).parameters())
+        macs = sum(flops.get(n, 0) for n in names) // 2
+        if group in shapes:  # a module that never ran (an unused Identity) gets no row
+            rows.append(Row(group, shapes[group], params, macs, acts.get(group, 0)))
+    return rows
 
 
 def totals(rows: list[Row]) -> Row:
+    """The sum of all rows; its shape is the network's output shape."""
     return Row("total", rows[-1].shape if rows else (), sum(r.params for r in rows), sum(r.macs for r in rows),
                sum(r.activation_bytes for r in rows))

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .layers import BasicBlock, Bottleneck, make_act, make_anti_alias, make_norm, make_shortcut
-from .layout import StagePlan, plan, stem_reduction
+from .layout import StagePlan, plan, stem_conv_reduction
 from .spec import ResNetSpec
 
 
@@ -18,18 +18,22 @@ class ResNet(nn.Module):
         super().__init__()
         self.spec = spec
         stages = plan(spec)
+        if spec.features is not None:
+            # Stages after the last requested feature would never run; timm's features_only drops them too.
+            stages = stages[:max(spec.features)]
         self._build_stem(spec)
         self.stage_names: list[str] = []
         for sp in stages:
             name = f"layer{sp.index}"  # name kept for weight compatibility
             self.add_module(name, self._make_layer(spec, sp))
             self.stage_names.append(name)
-        self.feature_info = [dict(index=0, module="maxpool" if spec.stem.pool != "none" else "relu",
-                                  num_chs=spec.stem.out_channels, reduction=stem_reduction(spec))]
+        # Feature 0 is the stem's activation, before its pool, as in timm's feature_info and features_only.
+        self.feature_info = [dict(index=0, module="relu", num_chs=spec.stem.out_channels,
+                                  reduction=stem_conv_reduction(spec))]
         self.feature_info += [dict(index=sp.index, module=f"layer{sp.index}", num_chs=sp.out_channels,
                                    reduction=sp.reduction) for sp in stages]
         self.features = spec.features
-        self.num_features = stages[-1].out_channels
+        self.num_features = self.feature_info[-1]["num_chs"]
         if spec.head is not None and spec.features is None:
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
             self.drop = nn.Dropout(spec.head.dropout) if spec.head.dropout > 0 else None
@@ -117,8 +121,9 @@ class ResNet(nn.Module):
         return self.fc(x)
 
     def _forward_features_list(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
         out = [x] if 0 in self.features else []
+        x = self.maxpool(x)
         for i, name in enumerate(self.stage_names, 1):
             x = getattr(self, name)(x)
             if i in self.features:

@@ -64,13 +64,14 @@ class AvgPool2dSame(nn.AvgPool2d):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-excitation: global mean, fc1, activation, fc2, sigmoid gate (timm's SEModule)."""
+    """Squeeze-excitation: global mean, fc1, ReLU, fc2, sigmoid gate (timm's SEModule)."""
 
-    def __init__(self, channels: int, att: AttentionSpec, activation: str) -> None:
+    def __init__(self, channels: int, att: AttentionSpec) -> None:
         super().__init__()
         rd = make_divisible(channels * att.ratio, att.divisor)
         self.fc1 = nn.Conv2d(channels, rd, kernel_size=1, bias=True)
-        self.act = make_act(activation)
+        # ReLU whatever the network's activation: timm's blocks build SE with its default act_layer.
+        self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(rd, channels, kernel_size=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,9 +93,9 @@ class EfficientChannelAttention(nn.Module):
         return x * y.sigmoid().view(x.shape[0], -1, 1, 1)
 
 
-def make_attention(att: AttentionSpec, channels: int, activation: str) -> nn.Module | None:
+def make_attention(att: AttentionSpec, channels: int) -> nn.Module | None:
     if att.type == "se":
-        return SqueezeExcite(channels, att, activation)
+        return SqueezeExcite(channels, att)
     if att.type == "eca":
         return EfficientChannelAttention(channels, att)
     return None
@@ -168,7 +169,7 @@ class BasicBlock(nn.Module):
         self.aa = make_anti_alias(anti_alias, planes, stride) if use_aa else None
         self.conv2 = nn.Conv2d(planes, outplanes, 3, padding=dilation, dilation=dilation, bias=block.bias)
         self.bn2 = make_norm(norm, outplanes)
-        self.se = make_attention(block.attention, outplanes, activation)
+        self.se = make_attention(block.attention, outplanes)
         self.downsample = downsample
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
         self.act_before_add = block.act_before_add
@@ -206,18 +207,22 @@ class Bottleneck(nn.Module):
                  norm: NormSpec, activation: str, anti_alias: str, drop_path: float) -> None:
         super().__init__()
         use_aa = anti_alias != "none" and (stride == 2 or first_dilation != dilation)
-        s1 = stride if block.stride_on == "1x1" else 1
-        s3 = 1 if (block.stride_on == "1x1" or use_aa) else stride
+        # With anti-aliasing the strided conv runs at stride 1 and the aa module downsamples after
+        # its activation (timm's order); on the 1x1 that happens after act1, on the 3x3 after act2.
+        on_1x1 = block.stride_on == "1x1"
+        s1 = 1 if (use_aa or not on_1x1) else stride
+        s3 = 1 if (use_aa or on_1x1) else stride
         self.conv1 = nn.Conv2d(inplanes, width, 1, stride=s1, bias=block.bias)
         self.bn1 = make_norm(norm, width)
         self.conv2 = nn.Conv2d(width, width, 3, stride=s3, padding=first_dilation, dilation=first_dilation,
                                groups=block.groups, bias=block.bias)
         self.bn2 = make_norm(norm, width)
-        self.aa = make_anti_alias(anti_alias, width, stride) if use_aa and block.stride_on == "3x3" else None
+        self.aa = make_anti_alias(anti_alias, width, stride) if use_aa else None
+        self.aa_after_1x1 = on_1x1
         self.conv3 = nn.Conv2d(width, outplanes, 1, bias=block.bias)
         self.bn3 = make_norm(norm, outplanes)
         self.relu = make_act(activation)
-        self.se = make_attention(block.attention, outplanes, activation)
+        self.se = make_attention(block.attention, outplanes)
         self.downsample = downsample
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
         self.act_before_add = block.act_before_add
@@ -228,8 +233,10 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
+        if self.aa is not None and self.aa_after_1x1:
+            out = self.aa(out)
         out = self.relu(self.bn2(self.conv2(out)))
-        if self.aa is not None:
+        if self.aa is not None and not self.aa_after_1x1:
             out = self.aa(out)
         out = self.bn3(self.conv3(out))
         if self.se is not None:

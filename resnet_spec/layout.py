@@ -59,17 +59,22 @@ def stem_sizes(spec: ResNetSpec, size: int) -> list[tuple[str, int]]:
         size = conv_out(size, 3, 2, 1)
     out.append(("stem conv", size))
     if spec.stem.pool != "none":
-        if spec.stem.pool == "max" and spec.anti_alias == "avg":
-            size = conv_out(size, 2, 2, 0)
+        if spec.anti_alias == "avg":
+            size = conv_out(size, 2, 2, 0)  # a stride-1 op, then a 2x2 average pool
         else:
             size = conv_out(size, 3, 2, 1)  # max pool, strided conv, or a blur pool (3x3, pad 1)
         out.append(("stem pool", size))
     return out
 
 
+def stem_conv_reduction(spec: ResNetSpec) -> int:
+    """Stride of the stem's convs, before its pool: the reduction of feature 0, as timm's feature_info."""
+    return 1 if spec.stem.type == "cifar" else 2
+
+
 def stem_reduction(spec: ResNetSpec) -> int:
-    r = 1 if spec.stem.type == "cifar" else 2
-    return r * (2 if spec.stem.pool != "none" else 1)
+    """Stride of the whole stem, pool included: the input stride of the first stage."""
+    return stem_conv_reduction(spec) * (2 if spec.stem.pool != "none" else 1)
 
 
 def plan(spec: ResNetSpec) -> list[StagePlan]:
@@ -85,6 +90,7 @@ def plan(spec: ResNetSpec) -> list[StagePlan]:
         stride = st.stride
         if spec.output_stride is None:
             dilation = st.dilation
+            net_stride *= stride
         elif net_stride >= spec.output_stride and stride > 1:
             dilation *= stride
             stride = 1

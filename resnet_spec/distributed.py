@@ -1,0 +1,68 @@
+"""torch.distributed plumbing for `train`: read torchrun's environment, pick the backend, reduce sums across ranks."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits: rank, world size and local rank (0, 1, 0 when not under torchrun)."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the only process that writes checkpoints, logs and the progress bar."""
+        return self.rank == 0
+
+
+def from_env() -> Dist:
+    """torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; plain `resnet-spec train` sets none of them."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, dist: Dist) -> torch.device:
+    """The device to train on: 'auto' is cuda:LOCAL_RANK when CUDA is there, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist.local_rank if dist.enabled else torch.cuda.current_device())
+    return device
+
+
+def init(dist: Dist, device: torch.device) -> None:
+    """Join the process group: nccl for CUDA, gloo for CPU."""
+    if not dist.enabled:
+        return
+    import torch.distributed as td
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    td.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                          device_id=device if device.type == "cuda" else None)
+
+
+def shutdown(dist: Dist) -> None:
+    if dist.enabled:
+        import torch.distributed as td
+        if td.is_initialized():
+            td.destroy_process_group()
+
+
+def all_sum(values: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """Element-wise sum of a float64 vector over all ranks (itself when not distributed)."""
+    if dist.enabled:
+        import torch.distributed as td
+        # gloo reduces CPU tensors, nccl CUDA ones; float64 keeps image counts exact.
+        td.all_reduce(values, op=td.ReduceOp.SUM)
+    return values

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import ErrorRecord, SpecError, format_path
 from .resources import shipped_specs
-from .yamlio import load_yaml
+from .yamlio import clip, load_yaml
 
 MAX_EXTENDS = 8  # longest chain of `extends`; the shipped specs use 2
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -56,7 +56,7 @@ def shown_path(path: Path) -> str:
 def find_spec(ref: str) -> Path:
     """A spec file by path, or a shipped spec by name (`resnet34`)."""
     p = Path(ref)
-    if p.exists() or "/" in ref or ref.endswith((".yaml", ".yml")):
+    if _exists(p) or "/" in ref or ref.endswith((".yaml", ".yml")):
         return p
     shipped = shipped_specs()
     if ref in shipped:
@@ -64,6 +64,18 @@ def find_spec(ref: str) -> Path:
     close = difflib.get_close_matches(ref, list(shipped), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else "; `resnet-spec list` shows them"
     raise SpecError([ErrorRecord(ref, 0, 0, "", f"no such file, and no shipped spec by that name{hint}")])
+
+
+def _exists(p: Path) -> bool:
+    """Whether p names something; a name the OS cannot even look up (too long, say) counts, so that
+    reading it reports why."""
+    try:
+        os.stat(p)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True
+    return True
 
 
 def resolve(ref: str | Path) -> Resolved:
@@ -90,19 +102,19 @@ def _extends_target(own: Resolved, path: Path, ext: str, chain: list[Path]) -> P
         return SpecError([own.error(("extends",), msg)])
 
     if _URL.match(ext):
-        raise fail(f"'{ext}' is a URL; specs are never fetched, give a local path or a shipped name")
+        raise fail(f"{clip(ext)} is a URL; specs are never fetched, give a local path or a shipped name")
     if "/" in ext or ext.endswith((".yaml", ".yml")):
         target = path.parent / ext
-        if not target.exists():
-            raise fail(f"'{ext}' not found (looked for {shown_path(target)})")
-        if target.is_dir():
-            raise fail(f"'{ext}' is a directory, not a spec file")
+        if not _exists(target):
+            raise fail(f"{clip(ext)} not found (looked for {clip(shown_path(target))})")
+        if os.path.isdir(target):
+            raise fail(f"{clip(ext)} is a directory, not a spec file")
     else:
         shipped = shipped_specs()
         if ext not in shipped:
             close = difflib.get_close_matches(ext, list(shipped), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise fail(f"no shipped spec named '{ext}'{hint}")
+            raise fail(f"no shipped spec named {clip(ext)}{hint}")
         target = shipped[ext]
     seen = chain + [path.resolve()]
     if target.resolve() in seen:

@@ -8,6 +8,7 @@ from functools import lru_cache
 from .errors import ErrorRecord
 from .resolve import Resolved
 from .resources import schema_path
+from .yamlio import SHOWN, clip
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +54,7 @@ def check(spec: Resolved) -> list[ErrorRecord]:
 def _show(spec: Resolved, path: tuple, value: object) -> str:
     """A value as the user wrote it."""
     if path in spec.text and not isinstance(value, (dict, list)):
-        return repr(spec.text[path]) if isinstance(value, str) else spec.text[path]
+        return clip(spec.text[path]) if isinstance(value, str) else spec.text[path][:SHOWN]
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
@@ -78,7 +79,7 @@ def _records(spec: Resolved, e) -> list[ErrorRecord]:
     shown = _show(spec, path, v)
     if kw == "additionalProperties":
         allowed = sorted(e.schema.get("properties", {}))
-        return [spec.error(path + (k,), f"unknown key '{k}'{_suggest(k, allowed) or ''}", key=True)
+        return [spec.error(path + (k,), f"unknown key {clip(str(k))}{_suggest(k, allowed) or ''}", key=True)
                 for k in v if k not in allowed]
     if kw == "required":
         return [spec.error(path, f"missing required key '{k}'") for k in val if k not in v]

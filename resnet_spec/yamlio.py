@@ -8,6 +8,7 @@ input; the pure-Python one raises RecursionError).
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from .errors import ErrorRecord, SpecError, format_path
 
 MAX_BYTES = 1 << 20  # a spec is a few hundred bytes; 1 MiB leaves room for comments
 MAX_DEPTH = 32       # real specs nest 4 levels deep
+MAX_NODES = 10_000   # real specs hold under 200 values; bounds the schema walk and the error list
+SHOWN = 60           # longest piece of user text quoted in a message
 
 try:
     _Parser = yaml.CSafeLoader
@@ -26,8 +29,13 @@ except AttributeError:  # PyYAML built without libyaml
 # YAML 1.2 core schema: only these plain scalars are not strings. YAML 1.1's yes/no/on/off
 # booleans, 0x/0o/leading-zero integers and base-60 numbers stay text, so the schema
 # rejects them with the text quoted instead of silently reading `type: no` as False.
+# A leading zero (`0755`, `007`) also stays text: YAML 1.1 reads it as octal, YAML 1.2 as decimal,
+# so its meaning is not certain.
 _INT = re.compile(r"[-+]?(0|[1-9][0-9]*)\Z")
-_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|(0|[1-9][0-9]*)(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
+# Escapes such as "\e" or "\u202e" can put terminal control sequences or bidi overrides into
+# a name or description that is later printed; no spec needs them.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _NULL = {"", "~", "null", "Null", "NULL"}
 _BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 
@@ -59,30 +67,46 @@ def _pos(mark) -> tuple[int, int]:
     return (mark.line + 1, mark.column + 1)
 
 
+def clip(text: str) -> str:
+    """User text for a message: quoted, escaped, and cut to SHOWN characters."""
+    return repr(text if len(text) <= SHOWN else text[:SHOWN] + "...")
+
+
 def _read_text(path: Path, shown: str) -> str:
     def fail(msg: str, line: int = 0, col: int = 0) -> SpecError:
         return SpecError([ErrorRecord(shown, line, col, "", msg)])
 
-    if not path.exists():
-        raise fail("no such file")
-    if path.is_dir():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except OSError as e:  # a name too long, a loop of links, a folder we may not enter
+        raise fail(f"cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise fail("is a directory, not a spec file")
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO would block the read forever; a device could be endless.
+        raise fail("is not a regular file (a pipe, socket or device), not a spec file")
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_BYTES + 1)
     except OSError as e:
         raise fail(f"cannot read: {e.strerror or e}") from None
     if len(raw) > MAX_BYTES:
-        raise fail(f"file is larger than the {MAX_BYTES:,}-byte limit for a spec")
+        raise fail(f"file is larger than the {MAX_BYTES:,}-byte (1 MiB) limit for a spec")
     if b"\x00" in raw:
         raise fail("binary file (contains NUL bytes), not a YAML spec")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        before = raw[: e.start]
-        line = before.count(b"\n") + 1
-        col = len(before) - (before.rfind(b"\n") + 1) + 1
+        line, col = _line_col(raw, e.start)
         raise fail(f"invalid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})", line, col) from None
+
+
+def _line_col(text: bytes | str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    nl = b"\n" if isinstance(before, bytes) else "\n"
+    return before.count(nl) + 1, len(before) - (before.rfind(nl) + 1) + 1
 
 
 def load_yaml(path: str | Path, shown: str | None = None) -> Document:
@@ -101,7 +125,7 @@ def load_yaml(path: str | Path, shown: str | None = None) -> Document:
     stack: list[list] = []
     root: object = None
     root_mark = None
-    documents = 0
+    documents = nodes = 0
     try:
         for event in yaml.parse(text, Loader=_Parser):
             if isinstance(event, yaml.DocumentStartEvent):
@@ -125,7 +149,16 @@ def load_yaml(path: str | Path, shown: str | None = None) -> Document:
                     root = done[0]
                 continue
             if event.tag is not None:
-                err(event.start_mark, f"YAML tags ({event.tag}) are not allowed in a spec")
+                err(event.start_mark, f"YAML tags ({clip(event.tag)[1:-1]}) are not allowed in a spec")
+                break
+            nodes += 1
+            if nodes > MAX_NODES:
+                err(event.start_mark, f"more than {MAX_NODES:,} values; a spec holds a few hundred")
+                break
+            if isinstance(event, yaml.ScalarEvent) and _CONTROL.search(event.value):
+                bad = _CONTROL.search(event.value).group()
+                err(event.start_mark, f"control character U+{ord(bad):04X} in {clip(event.value)}; "
+                    "spec text must be printable", stack[-1][1] if stack else ())
                 break
             parent = stack[-1] if stack else None
             if parent is not None and isinstance(parent[0], dict) and parent[2] is None:
@@ -136,7 +169,7 @@ def load_yaml(path: str | Path, shown: str | None = None) -> Document:
                 key = event.value
                 kpath = parent[1] + (key,)
                 if key in parent[3]:
-                    err(event.start_mark, f"duplicate key '{key}' (first defined on line {parent[3][key]})",
+                    err(event.start_mark, f"duplicate key {clip(key)} (first defined on line {parent[3][key]})",
                         kpath)
                 parent[3].setdefault(key, event.start_mark.line + 1)
                 parent[2] = key
@@ -162,19 +195,27 @@ def load_yaml(path: str | Path, shown: str | None = None) -> Document:
                 root_mark = event.start_mark
             container = {} if isinstance(event, yaml.MappingStartEvent) else []
             stack.append([container, path, None, {}])
+    except yaml.reader.ReaderError as e:  # a character YAML forbids; it carries an offset, not a mark
+        line, col = _line_col(text, e.position)
+        errors.append(ErrorRecord(shown, line, col, "", f"character U+{e.character:04X} is not allowed in YAML "
+                                  f"({e.reason})" if isinstance(e.character, int) else f"YAML error: {e.reason}"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        err(mark, f"YAML syntax error: {problem}")
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if "nesting depth" in problem:  # libyaml's own bound, which it may meet before ours
+            problem = f"nesting deeper than {MAX_DEPTH} levels; a spec needs a handful"
+            err(mark, problem)
+        else:
+            err(mark, f"YAML syntax error: {problem}")
     except RecursionError:  # defensive: the event parser is iterative
-        err(None, "YAML nested too deeply")
+        err(None, f"nesting deeper than {MAX_DEPTH} levels; a spec needs a handful")
     if errors:
         raise SpecError(errors)
     if documents == 0 or root is None:
         raise SpecError([ErrorRecord(shown, 1 if root_mark is None else root_mark.line + 1, 1, "",
                                      "the file holds no spec (it is empty or only comments)")])
     if not isinstance(root, dict):
-        kind = "a list" if isinstance(root, list) else f"the value {text.strip()[:40]!r}"
+        kind = "a list" if isinstance(root, list) else f"the value {clip(text.strip())}"
         line, col = _pos(root_mark) if root_mark is not None else (1, 1)
         raise SpecError([ErrorRecord(shown, line, col, "$", f"the top level must be a mapping of spec fields, got {kind}")])
     doc.data = root

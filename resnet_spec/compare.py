@@ -1,0 +1,158 @@
+"""Prove a spec equal to a reference network: state_dict keys and shapes, then outputs on one random input.
+
+References are torchvision or timm classification models, named `torchvision:NAME` or `timm:NAME`.
+They are built with random weights; their norm layers' affine weights and running statistics are
+then randomised too, so a block wired differently cannot hide behind BN's identity initialisation.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .cli import CommandError
+
+SOURCES = ("torchvision", "timm")
+# Largest accepted max|ours - ref| / max|ref|. float64 runs the same ops in the same order, so
+# anything above rounding noise is a real difference; float32 leaves room for fused-kernel order.
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
+TIMM_HINT = 'timm is not installed; install it with `pip install timm` (or `pip install "resnet-spec[test]"`)'
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A model of another library, by name: torchvision:resnet50, timm:resnet50d."""
+
+    source: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.name}"
+
+
+@dataclass(frozen=True)
+class KeyDiff:
+    """How two state_dicts differ in keys and shapes."""
+
+    ours: int
+    theirs: int
+    missing: tuple[tuple[str, tuple[int, ...]], ...]    # in the reference only
+    extra: tuple[tuple[str, tuple[int, ...]], ...]      # in ours only
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]  # (key, ours, reference)
+
+    @property
+    def same(self) -> bool:
+        return not (self.missing or self.extra or self.mismatched)
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    """How two models' outputs on the same input differ."""
+
+    dtype: str
+    device: str
+    input_shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float     # max|ours - ref| / max|ref|
+    tolerance: float
+    shapes_match: bool
+
+    @property
+    def same(self) -> bool:
+        return self.shapes_match and self.max_rel <= self.tolerance
+
+
+def parse_reference(text: str) -> Reference:
+    source, sep, name = text.partition(":")
+    if not sep or source not in SOURCES or not name:
+        raise CommandError(f"reference '{text}' must be torchvision:NAME or timm:NAME (e.g. torchvision:resnet50)")
+    return Reference(source, name)
+
+
+def _unknown(ref: Reference, names: list[str]) -> CommandError:
+    close = difflib.get_close_matches(ref.name, names, n=1)
+    hint = f"; did you mean '{ref.source}:{close[0]}'?" if close else ""
+    return CommandError(f"{ref.source} has no model named '{ref.name}'{hint}")
+
+
+def reference_model(ref: Reference) -> nn.Module:
+    """The reference model with its library's own random initialisation, on the CPU, in eval mode."""
+    if ref.source == "torchvision":
+        import torchvision
+        names = torchvision.models.list_models(module=torchvision.models)
+        if ref.name not in names:
+            raise _unknown(ref, names)
+        return torchvision.models.get_model(ref.name, weights=None).eval()
+    try:
+        import timm
+    except ImportError:
+        raise CommandError(TIMM_HINT) from None
+    if not timm.is_model(ref.name):
+        raise _unknown(ref, timm.list_models())
+    return timm.create_model(ref.name, pretrained=False).eval()
+
+
+def randomise_norms_(model: nn.Module, seed: int) -> None:
+    """Give every norm layer random affine weights and running statistics (in place)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                if getattr(m, "running_mean", None) is not None:
+                    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def key_diff(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> KeyDiff:
+    """Keys only in the reference, keys only in ours, and keys whose shapes differ."""
+    missing = tuple((k, tuple(v.shape)) for k, v in theirs.items() if k not in ours)
+    extra = tuple((k, tuple(v.shape)) for k, v in ours.items() if k not in theirs)
+    mismatched = tuple((k, tuple(v.shape), tuple(theirs[k].shape)) for k, v in ours.items()
+                       if k in theirs and tuple(v.shape) != tuple(theirs[k].shape))
+    return KeyDiff(len(ours), len(theirs), missing, extra, mismatched)
+
+
+def _flat(out: object) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def output_diff(ours: nn.Module, theirs: nn.Module, x: torch.Tensor) -> OutputDiff:
+    """Run both models (already on x's device and dtype, in eval mode) on x and measure the difference."""
+    with torch.no_grad():
+        a, b = _flat(ours(x)), _flat(theirs(x))
+    shapes_match = len(a) == len(b) and all(p.shape == q.shape for p, q in zip(a, b))
+    max_abs = max_ref = 0.0
+    if shapes_match:
+        for p, q in zip(a, b):
+            max_abs = max(max_abs, (p - q).abs().max().item())
+            max_ref = max(max_ref, q.abs().max().item())
+    rel = max_abs / max_ref if max_ref > 0 else max_abs
+    return OutputDiff(str(x.dtype).removeprefix("torch."), str(x.device), tuple(x.shape), max_abs, rel,
+                      TOLERANCE.get(x.dtype, 1e-5), shapes_match)
+
+
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """load_state_dict(strict=True), its failure as a one-line CommandError."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise CommandError(str(e).strip().splitlines()[0]) from None
+
+
+def compare_to_model(ours: nn.Module, theirs: nn.Module, in_channels: int, input_size: int, batch: int,
+                     device: torch.device, dtype: torch.dtype, seed: int) -> tuple[KeyDiff, OutputDiff | None]:
+    """Key diff; if the keys match, load the reference's weights into ours strictly and compare outputs."""
+    keys = key_diff(ours.state_dict(), theirs.state_dict())
+    if not keys.same:
+        return keys, None
+    load_strict(ours, theirs.state_dict())
+    ours.to(device=device, dtype=dtype).eval()
+    theirs.to(device=device, dtype=dtype).eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, in_channels, input_size, input_size, generator=g, dtype=dtype).to(device)
+    return keys, output_diff(ours, theirs, x)

@@ -1,6 +1,10 @@
 """Model files: a state_dict with the resolved spec embedded, saved atomically, loaded without pickle code."""
 from __future__ import annotations
 
+import pickle
+import re
+import stat
+import warnings
 from pathlib import Path
 
 import torch
@@ -10,8 +14,10 @@ from .cli import CommandError
 from .errors import SpecError
 from .fileio import atomic_write
 from .spec import ResNetSpec
+from .yamlio import clip
 
 FORMAT = "resnet-spec/1"
+_GLOBAL = re.compile(r"GLOBAL (\S+)")  # how torch's weights-only unpickler names a refused import
 
 
 def save_model(path: str | Path, model: nn.Module, spec: ResNetSpec, **extra: object) -> Path:
@@ -23,16 +29,91 @@ def save_model(path: str | Path, model: nn.Module, spec: ResNetSpec, **extra: ob
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint with torch.load(weights_only=True): tensors and plain data only, no code."""
     p = Path(path)
-    if not p.is_file():
-        raise CommandError(f"{path}: {'is a directory' if p.is_dir() else 'no such file'}")
     try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # a truncated zip, a foreign pickle, a refused global: all unusable input
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CommandError(f"{path}: not a loadable weights file ({first[:200]})") from None
+        st = p.stat()
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except OSError as e:
+        raise CommandError(f"{path}: cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CommandError(f"{path}: is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise CommandError(f"{path}: is not a regular file (a pipe, socket or device)")
+    if st.st_size == 0:
+        raise CommandError(f"{path}: empty file, not a checkpoint")
+    try:
+        with p.open("rb") as f:
+            head = f.read(4)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; the outcome is what matters
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CommandError(f"{path}: a truncated or corrupt checkpoint") from None
+        # weights_only refuses before calling anything, so a refused file has run nothing.
+        found = _GLOBAL.search(str(e))
+        what = f"it asks for the Python object {found.group(1)}" if found else \
+            "its pickle uses instructions that weights-only loading does not allow"
+        raise CommandError(f"{path}: refused: {what}; only tensors and plain data are loaded, "
+                           "and nothing in the file was run") from None
+    except Exception:  # a truncated zip, a text file, a foreign format: all unusable input
+        kind = "a truncated or corrupt checkpoint" if head == b"PK\x03\x04" else "not a torch checkpoint"
+        raise CommandError(f"{path}: {kind}") from None
     if not isinstance(obj, dict):
         raise CommandError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
     return obj
+
+
+def state_dict_of(obj: dict, path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded file: its `state_dict` entry, or the file itself when it is a bare state_dict."""
+    sd = obj.get("state_dict", obj)
+    if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                     for k, v in sd.items()):
+        raise CommandError(f"{path}: holds no state_dict (a mapping of names to tensors)")
+    return sd
+
+
+def load_weights(model: nn.Module, path: str | Path) -> list[str]:
+    """Load a checkpoint's tensors into model strictly; return warnings (NaN or infinite values).
+
+    A checkpoint that does not fit is refused with the names and shapes that differ.
+    """
+    obj = load_file(path)
+    sd = state_dict_of(obj, path)
+    diff = fit_diff(model.state_dict(), sd)
+    if diff:
+        saved = f" (saved from '{obj['name']}')" if isinstance(obj.get("name"), str) else ""
+        raise CommandError(f"{path}: weights{saved} do not fit this model: {diff}")
+    model.load_state_dict(sd, strict=True)
+    bad = [k for k, t in sd.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if not bad:
+        return []
+    return [f"{path}: {len(bad)} of {len(sd)} tensors hold NaN or infinite values ({_some(bad)})"]
+
+
+def fit_diff(want: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    """What keeps `got` from loading strictly where `want` is expected, in one line; empty when it fits."""
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    shapes = [f"{k}: {_shape(got[k])} in the file, {_shape(want[k])} in the model"
+              for k in want if k in got and got[k].shape != want[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({_some(missing)})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected ({_some(extra)})")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape ({_some(shapes, 2, '; ')})")
+    return ", ".join(parts)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(str(s) for s in t.shape) or "scalar"
+
+
+def _some(names: list[str], n: int = 3, sep: str = ", ") -> str:
+    shown = sep.join(clip(x)[1:-1] for x in names[:n])
+    return shown + (f"{sep}and {len(names) - n} more" if len(names) > n else "")
 
 
 def spec_from_checkpoint(obj: dict, path: str | Path) -> ResNetSpec:

@@ -10,6 +10,8 @@ from torch import nn
 from .api import load_spec
 from .build import ResNet
 from .layers import BlurPool2d
+from .limits import Limits
+from .limits import check as check_limits
 from .spec import ResNetSpec, with_num_classes
 
 INITS = ("random", "none")
@@ -18,7 +20,7 @@ OPTIMIZATIONS = (None, "inference")
 
 def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None = None, *, init: str = "random",
                 weights: Mapping[str, torch.Tensor] | None = None, optimize: str | None = None,
-                compile: bool = False) -> nn.Module:
+                compile: bool = False, limits: Limits | None = Limits()) -> nn.Module:
     """Build the network a spec (or a spec file, or a shipped spec name) describes.
 
     init="random" draws torchvision's seeded init. init="none" builds on the meta device and skips
@@ -26,6 +28,7 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
     `load_state_dict(sd, assign=True)` and then `materialize_buffers(model)` yourself.
     optimize="inference" folds each BatchNorm into its conv and uses channels_last (eval mode,
     no gradients); `compile=True` also wraps it in torch.compile.
+    `limits` caps the cost, estimated on the meta device before anything is allocated (None: no check).
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -41,6 +44,8 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
     spec = spec_or_path if isinstance(spec_or_path, ResNetSpec) else load_spec(spec_or_path)
     if num_classes is not None:
         spec = with_num_classes(spec, num_classes)
+    if limits is not None:
+        check_limits(spec, limits)
     if init == "random":
         model: nn.Module = ResNet(spec)
     else:

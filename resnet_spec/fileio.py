@@ -18,8 +18,11 @@ def check_writable(path: str | Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file name")
-    if not parent.is_dir():
+    if not parent.exists():
         raise OutputError(f"{path}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: {parent} is not a folder")
+    # As root, access() says yes to any folder on a writable filesystem, and the write then works.
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: folder {parent} is not writable")
     return path
@@ -28,12 +31,16 @@ def check_writable(path: str | Path) -> Path:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Call write(f) on a temp file beside `path`, then rename it over `path`.
 
-    A failure at any point leaves `path` as it was (absent, or the old file) and no temp file.
-    torch.save itself is not atomic (pytorch#2883).
+    A failure at any point leaves `path` as it was (absent, or the old file) and no temp file,
+    and is raised as OutputError. torch.save itself is not atomic (pytorch#2883).
     """
     path = check_writable(path)
     parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    kept = "the old file is unchanged" if path.exists() else "nothing was written"
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot create a file in {parent}: {e.strerror or e}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -41,11 +48,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, Exception):
+            # torch.save turns a failed write (a full disk) into a RuntimeError; any failure here is a failed write.
+            raise OutputError(f"{path}: writing failed ({_reason(e)}); {kept}") from e
         raise
     try:
         dfd = os.open(parent, os.O_RDONLY)
@@ -56,3 +66,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     finally:
         os.close(dfd)
     return path
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return first[:200]

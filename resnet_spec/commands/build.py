@@ -1,9 +1,11 @@
 """resnet-spec build: compile a spec, show what it costs, run one forward pass."""
 from __future__ import annotations
 
+import sys
 import time
 
 from ..cli import CommandError
+from ..limits import Limits
 
 
 def register(sub) -> None:
@@ -22,6 +24,15 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for the weights and input (default: 0)")
     p.add_argument("--dry-run", action="store_true", help="print the table only; allocate no real tensors")
     p.add_argument("--verbose", action="store_true", help="one row per block instead of per stage")
+    p.add_argument("--optimize", action="store_true",
+                   help="fold each BatchNorm into its conv and use channels_last before the forward pass (inference only)")
+    p.add_argument("--weights", metavar="CKPT", help="load this checkpoint's state_dict (strictly) before the forward pass")
+    p.add_argument("--max-params", type=int, default=Limits.max_params, metavar="N",
+                   help=f"refuse specs with more parameters (default: {Limits.max_params:,})")
+    p.add_argument("--max-activation-mb", type=int, default=Limits.max_activation_mb, metavar="MB",
+                   help=f"refuse a forward pass whose layer outputs sum to more (default: {Limits.max_activation_mb:,})")
+    p.add_argument("--max-blocks", type=int, default=Limits.max_blocks, metavar="N",
+                   help=f"refuse specs with more residual blocks (default: {Limits.max_blocks:,})")
     p.set_defaults(func=run)
 
 
@@ -38,7 +49,7 @@ def _table(rows, total) -> str:
 
 
 def run(args) -> int:
-    for flag in ("input_size", "batch", "num_classes"):
+    for flag in ("input_size", "batch", "num_classes", "max_params", "max_activation_mb", "max_blocks"):
         v = getattr(args, flag)
         if v is not None and v < 1:
             raise CommandError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
@@ -47,6 +58,8 @@ def run(args) -> int:
     spec = load_spec(args.spec)
     if args.num_classes is not None:
         spec = with_num_classes(spec, args.num_classes)
+    if args.optimize and args.out:
+        raise CommandError("--optimize folds the BatchNorms away, so its weights no longer match the spec; drop --out")
     if args.out:
         from ..fileio import check_writable
         check_writable(args.out)
@@ -54,6 +67,9 @@ def run(args) -> int:
     import torch
 
     from ..analysis import analyse, totals
+    from ..limits import check
+    # Before any allocation, and before the table's analysis, whose time grows with the spec.
+    check(spec, Limits(args.max_params, args.max_activation_mb, args.max_blocks), args.input_size, args.batch)
     size = args.input_size or spec.input_size
     rows = analyse(spec, size, args.batch, verbose=args.verbose)
     total = totals(rows)
@@ -68,7 +84,15 @@ def run(args) -> int:
     device = _device(args.device)
     from ..factory import build_model
     torch.manual_seed(args.seed)
-    model = build_model(spec).to(device).eval()
+    model = build_model(spec, limits=None).to(device).eval()  # limits: checked above, with the flags' caps
+    if args.weights:
+        from ..checkpoint import load_weights
+        for warning in load_weights(model, args.weights):
+            print(f"resnet-spec build: warning: {warning}", file=sys.stderr)
+    if args.optimize:
+        from ..optimize import optimize_for_inference
+        model = optimize_for_inference(model)
+        print("optimized for inference: BatchNorms folded into their convs, channels_last")
     x = torch.randn(args.batch, spec.in_channels, size, size, device=device)
     with torch.no_grad():
         t0 = time.perf_counter()

@@ -1,0 +1,324 @@
+"""Speed of resnet-spec models against torchvision's, measured side by side in one process.
+
+    python benchmarks/bench.py [--quick] [--device cpu|cuda] [--no-compile] [--out benchmarks/results.md]
+
+Every row times ours and the reference interleaved (ABBA order), after warm-up, and reports medians
+and the median of the paired ratios, so drift on a shared, noisy machine hits both sides alike.
+Writes the table to benchmarks/results.md and exits 1 when a goal is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+
+from resnet_spec import build_model, load_spec
+from resnet_spec.fileio import atomic_write
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ("resnet18", "resnet50", "resnext50_32x4d")
+BATCH, SIZE = 8, 224
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table: what was timed, the two medians, the ratio and the goal."""
+
+    section: str
+    model: str
+    ours: str
+    ref: str
+    ratio: str
+    goal: str
+    ok: bool | None  # None: reported, no goal
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard to measure."""
+
+    warmup: int
+    repeats: int
+    build_repeats: int
+    validate_runs: int
+    compile: bool
+
+
+def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each fn: warm-up, then repeats in alternating order (ABC, CBA, ...)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median of a[i] / b[i]: each pair ran back to back, so slow spells cancel."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def ms(ts: list[float]) -> str:
+    return f"{statistics.median(ts) * 1e3:.1f} ms"
+
+
+def randomize_batchnorms(model: torch.nn.Module, seed: int) -> None:
+    """Give every BatchNorm non-trivial statistics and affine terms, so folding them is really tested."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.normal_(0, 0.1, generator=g)
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|: the error relative to the output's scale."""
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+
+
+def forward_rows(name: str, s: Settings) -> list[Row]:
+    """Eager ours vs torchvision, optimized ours vs torchvision eager, and (optionally) compiled."""
+    spec = load_spec(name)
+    torch.manual_seed(0)
+    ref = getattr(torchvision.models, name)().eval()
+    randomize_batchnorms(ref, seed=1)
+    sd = ref.state_dict()
+    ours = build_model(spec).eval()
+    ours.load_state_dict(sd, strict=True)
+    opt = build_model(spec, init="none", weights={k: v.clone() for k, v in sd.items()}, optimize="inference")
+    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    fns: dict[str, Callable[[], object]] = {"ref": lambda: ref(x), "ours": lambda: ours(x), "opt": lambda: opt(x)}
+    notes: dict[str, str] = {}
+    with torch.inference_mode():
+        y_ref, y_ours, y_opt = ref(x), ours(x), opt(x)
+        if s.compile:
+            try:
+                comp = torch.compile(opt)
+                t0 = time.perf_counter()
+                y_comp = comp(x)
+                notes["compile"] = f"compiled in {time.perf_counter() - t0:.0f} s; max rel. diff {rel_diff(y_comp, y_ref):.1e}"
+                fns["compile"] = lambda: comp(x)
+            except Exception as e:  # a missing C++ toolchain must not hide the other rows
+                notes["compile"] = f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        times = interleaved(fns, s.warmup, s.repeats)
+    same = torch.equal(y_ours, y_ref)
+    eager = paired_ratio(times["ours"], times["ref"])
+    opt_speed = paired_ratio(times["ref"], times["opt"])
+    opt_diff = rel_diff(y_opt, y_ref)
+    rows = [
+        Row("eager forward", name, ms(times["ours"]), ms(times["ref"]), f"{eager:.3f}", "0.98-1.02 (time ratio)",
+            0.98 <= eager <= 1.02 and same, "outputs bit-identical" if same else "OUTPUTS DIFFER"),
+        Row("optimized (BN fold + channels_last)", name, ms(times["opt"]), ms(times["ref"]), f"{opt_speed:.2f}x",
+            ">= 1.20x faster, rel. diff <= 1e-4", opt_speed >= 1.20 and opt_diff <= 1e-4,
+            f"max rel. diff {opt_diff:.1e}"),
+    ]
+    if "compile" in fns:
+        speed = paired_ratio(times["ref"], times["compile"])
+        rows.append(Row("optimized + torch.compile", name, ms(times["compile"]), ms(times["ref"]), f"{speed:.2f}x",
+                        "reported", None, notes["compile"]))
+    elif "compile" in notes:
+        rows.append(Row("optimized + torch.compile", name, "-", ms(times["ref"]), "-", "reported", None,
+                        notes["compile"]))
+    return rows
+
+
+def build_rows(name: str, s: Settings) -> list[Row]:
+    """Building to load weights (meta + assign) and building with random init, against torchvision."""
+    spec_file = str(ROOT / "specs" / f"{name}.yaml")
+    ctor = getattr(torchvision.models, name)
+    sd = ctor().state_dict()
+    x = torch.randn(1, 3, 64, 64)
+
+    def ref_load() -> torch.nn.Module:
+        m = ctor()
+        m.load_state_dict(sd)
+        return m
+
+    def ours_load() -> torch.nn.Module:  # parses and validates the YAML too, as a user's call would
+        return build_model(spec_file, init="none", weights=sd)
+
+    with torch.inference_mode():
+        same_load = torch.equal(ours_load().eval()(x), ref_load().eval()(x))
+    t_load = interleaved({"ref": ref_load, "ours": ours_load}, 1, s.build_repeats)
+    load_speed = paired_ratio(t_load["ref"], t_load["ours"])
+
+    spec = load_spec(name)
+
+    def seeded(fn: Callable[[], torch.nn.Module]) -> Callable[[], torch.nn.Module]:
+        def run() -> torch.nn.Module:
+            torch.manual_seed(0)
+            return fn()
+        return run
+
+    ref_rand, ours_rand = seeded(ctor), seeded(lambda: build_model(spec))
+    a, b = ours_rand().state_dict(), ref_rand().state_dict()
+    same_init = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    t_rand = interleaved({"ref": ref_rand, "ours": ours_rand}, 1, s.build_repeats)
+    rand = paired_ratio(t_rand["ours"], t_rand["ref"])
+    return [
+        Row("build to load weights", name, ms(t_load["ours"]), ms(t_load["ref"]), f"{load_speed:.1f}x",
+            ">= 5x faster, identical output", load_speed >= 5 and same_load,
+            "init='none' from the YAML file vs constructor + load_state_dict; "
+            + ("outputs identical" if same_load else "OUTPUTS DIFFER")),
+        Row("build with random init", name, ms(t_rand["ours"]), ms(t_rand["ref"]), f"{rand:.3f}",
+            "<= 1.05 (time ratio)", rand <= 1.05 and same_init,
+            "seeded weights identical" if same_init else "SEEDED WEIGHTS DIFFER"),
+    ]
+
+
+def validate_row(s: Settings) -> Row:
+    """`resnet-spec validate specs/*.yaml` in a fresh process: wall time, and whether torch got imported."""
+    specs = sorted(str(p) for p in (ROOT / "specs").glob("*.yaml"))
+    script = Path(sys.executable).parent / "resnet-spec"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "resnet_spec"]
+    walls, codes = [], set()
+    for _ in range(s.validate_runs):
+        t0 = time.perf_counter()
+        codes.add(subprocess.run(cmd + ["validate", *specs], capture_output=True).returncode)
+        walls.append(time.perf_counter() - t0)
+    probe = ("import sys; from resnet_spec.cli import main; rc = main(['validate', *sys.argv[1:]]); "
+             "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', rc, file=sys.stderr)")
+    err = subprocess.run([sys.executable, "-c", probe, *specs], capture_output=True, text=True).stderr
+    torch_free = "NOTORCH 0" in err
+    wall = statistics.median(walls)
+    return Row("validate (subprocess)", f"{len(specs)} specs", f"{wall * 1e3:.0f} ms", "-", "-",
+               "< 0.5 s wall, no torch import", wall < 0.5 and torch_free and codes == {0},
+               f"{' '.join(Path(c).name for c in cmd)} validate specs/*.yaml; exit {sorted(codes)}; "
+               + ("torch not imported" if torch_free else "TORCH IMPORTED or validation failed"))
+
+
+def cuda_rows(name: str, batch: int, s: Settings) -> list[Row]:
+    """Images/s on the GPU: torchvision eager, ours eager, ours optimized, ours optimized under bf16 autocast."""
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    ref = getattr(torchvision.models, name)().to(dev).eval()
+    ours = build_model(load_spec(name)).to(dev).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    opt = build_model(load_spec(name), init="none", weights={k: v.clone() for k, v in ref.state_dict().items()},
+                      optimize="inference")
+    x = torch.randn(batch, 3, SIZE, SIZE, device=dev)
+
+    def timed(fn: Callable[[], object], autocast: bool = False) -> Callable[[], object]:
+        def run() -> object:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                for _ in range(10):
+                    fn()
+            torch.cuda.synchronize(dev)
+            return None
+        return run
+
+    fns = {"ref": timed(lambda: ref(x)), "ours": timed(lambda: ours(x)), "opt": timed(lambda: opt(x)),
+           "amp": timed(lambda: opt(x), autocast=True)}
+    with torch.inference_mode():
+        times = interleaved(fns, max(2, s.warmup), s.repeats)
+    ips = {k: 10 * batch / statistics.median(v) for k, v in times.items()}
+    labels = {"ours": "eager fp32", "opt": "optimized fp32", "amp": "optimized + bf16 autocast"}
+    return [Row(f"cuda {labels[k]}", name, f"{ips[k]:,.0f} img/s", f"{ips['ref']:,.0f} img/s",
+                f"{ips[k] / ips['ref']:.2f}x", "reported", None, f"batch {batch}; reference is torchvision eager fp32")
+            for k in labels]
+
+
+def training_row(s: Settings) -> Row | None:
+    """The train loop's images/s against a bare forward+backward+step loop; None until the loop exists."""
+    try:
+        from resnet_spec import train  # noqa: F401  (written by another part of the project)
+    except ImportError:
+        return None
+    return None  # TODO(integration): time train's public loop once its interface is settled
+
+
+def machine() -> list[str]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = ", ".join(f for f in ("avx2", "avx512f") if f in Path("/proc/cpuinfo").read_text()) \
+        if Path("/proc/cpuinfo").exists() else ""
+    return [f"CPU: {cpu} ({flags}); {os.cpu_count()} logical cores; torch threads {torch.get_num_threads()}",
+            f"torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}",
+            f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}"]
+
+
+def table(rows: list[Row]) -> str:
+    head = "| section | model | ours | torchvision | ratio | goal | met | note |\n|---|---|---|---|---|---|---|---|\n"
+    mark = {True: "yes", False: "**NO**", None: "-"}
+    return head + "".join(f"| {r.section} | {r.model} | {r.ours} | {r.ref} | {r.ratio} | {r.goal} | {mark[r.ok]} "
+                          f"| {r.note} |\n" for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="few repeats, no torch.compile: a smoke run, noisier")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda adds images/s rows on the GPU to the CPU rows")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--cuda-batch", type=int, default=128, help="batch size of the CUDA rows (default: 128)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md", help="the markdown table")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench: --device cuda asked for, but no CUDA device is available", file=sys.stderr)
+        return 2
+    s = (Settings(warmup=1, repeats=5, build_repeats=3, validate_runs=3, compile=False) if args.quick else
+         Settings(warmup=2, repeats=21, build_repeats=11, validate_runs=7, compile=not args.no_compile))
+    header = machine()
+    print("\n".join(header), flush=True)
+    rows: list[Row] = []
+
+    def add(new: list[Row]) -> None:
+        for r in new:
+            print(f"{r.section:<36} {r.model:<16} ours {r.ours:>12}  ref {r.ref:>12}  {r.ratio:>7}  "
+                  f"{'-' if r.ok is None else 'ok' if r.ok else 'MISSED'}  {r.note}", flush=True)
+        rows.extend(new)
+
+    add([validate_row(s)])
+    for name in MODELS:
+        add(build_rows(name, s))
+    for name in MODELS:
+        add(forward_rows(name, s))
+    if args.device == "cuda":
+        for name in MODELS:
+            add(cuda_rows(name, args.cuda_batch, s))
+    train = training_row(s)
+    if train is not None:
+        add([train])
+    missed = [r for r in rows if r.ok is False]
+    command = "python benchmarks/bench.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    text = (f"# resnet-spec benchmark\n\nCommand: `{command}`  \n" + "  \n".join(header)
+            + f"  \nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n\n"
+            + f"CPU rows: batch {BATCH}, {SIZE}x{SIZE}, fp32, torch.inference_mode; medians of {s.repeats} interleaved "
+            + f"repeats after {s.warmup} warm-up (builds: {s.build_repeats} repeats); ratios are medians of paired "
+            + "ratios.\n\n" + table(rows)
+            + ("\nTraining-loop row: not measured (no train loop to call yet).\n" if train is None else "")
+            + f"\nGoals met: {sum(r.ok is True for r in rows)} of {sum(r.ok is not None for r in rows)}.\n")
+    atomic_write(args.out, lambda f: f.write(text.encode()))
+    print(f"wrote {args.out}; " + (f"{len(missed)} goal(s) missed" if missed else "every goal met"))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -66,3 +66,16 @@ def all_sum(values: torch.Tensor, dist: Dist) -> torch.Tensor:
         # gloo reduces CPU tensors, nccl CUDA ones; float64 keeps image counts exact.
         td.all_reduce(values, op=td.ReduceOp.SUM)
     return values
+
+
+def broadcast_buffers(model: torch.nn.Module, dist: Dist) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts them only at the start of each forward, so after the last training step each rank holds
+    statistics from its own last batch. Evaluating with rank 0's makes the logged val metrics those of the
+    weights rank 0 saves.
+    """
+    if dist.enabled:
+        import torch.distributed as td
+        for buf in model.buffers():
+            td.broadcast(buf, src=0)

@@ -63,8 +63,10 @@ def plot_curves(path: str | Path, rows: list[dict]) -> Path:
     right.set_xlabel("epoch")
     right.set_ylabel("accuracy (%)")
     right.legend()
+    from matplotlib.ticker import MaxNLocator
     for ax in (left, right):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return _save_figure(fig, path)
 

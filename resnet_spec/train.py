@@ -214,6 +214,7 @@ class Run:
             lr = self.optimizer.param_groups[0]["lr"]
             train_totals = self.train_epoch(epoch)
             train_s = time.perf_counter() - t0
+            distributed.broadcast_buffers(self.model, self.dist)
             val_totals = self.evaluate()
             summed = distributed.all_sum(torch.cat([train_totals, val_totals]).cpu(), self.dist).tolist()
             loss, seen, bad_train, vloss, top1, top5, vseen, bad_val = summed
@@ -256,6 +257,9 @@ def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict | None = None) -> dic
     dist = distributed.from_env()
     if dist.main:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        # A run killed while writing leaves atomic_write's temp file behind (the target itself is intact).
+        for stale in Path(cfg.out).glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     device = distributed.pick_device(cfg.device, dist)
     distributed.init(dist, device)
     try:

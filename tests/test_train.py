@@ -1,0 +1,276 @@
+"""train / predict / evaluate on real data (sklearn's digits): checkpoints, exact resume, kills, torchrun, bad data."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, SPECS
+
+SPEC = SPECS / "resnet10_cifar.yaml"
+PER_CLASS = 15  # 12 train + 3 val images per digit: 120 / 30, a one-second epoch
+# Small and quick, and no flip: a mirrored digit is another digit.
+FAST = ["--image-size", "16", "--batch-size", "32", "--workers", "0", "--optimizer", "adamw", "--lr", "0.003",
+        "--min-scale", "0.5", "--no-flip", "--device", "cpu", "--seed", "3"]
+# Two shared cores: more than one torch thread per process only adds spinning.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    from resnet_spec.digits import write_digits
+    return write_digits(tmp_path_factory.mktemp("digits"), per_class=PER_CLASS)
+
+
+def _copy(digits: Path, dest: Path) -> Path:
+    shutil.copytree(digits, dest)
+    return dest
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _train(args: list, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`resnet-spec train` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "resnet_spec", "train", *map(str, args)], capture_output=True,
+                          text=True, env=ENV, cwd=cwd or ROOT, timeout=300)
+
+
+def _same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def straight(digits, tmp_path_factory) -> Path:
+    """A two-epoch run with a constant lr, the reference that resumed runs must reproduce bit for bit."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    r = _train([SPEC, "--data", digits, "--out", run, "--epochs", 2, "--schedule", "none", *FAST])
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+def test_train_writes_checkpoints_logs_and_class_indices(straight):
+    last, best = _load(straight / "last.pt"), _load(straight / "best.pt")  # weights_only=True loads both
+    assert last["epoch"] == 2 and last["classes"] == [str(d) for d in range(10)]
+    assert last["state_dict"]["fc.weight"].shape == (10, 128)
+    for key in ("spec", "optimizer", "scheduler", "scaler", "rng", "train_config", "history"):
+        assert key in last, key
+    assert isinstance(last["rng"]["torch"], torch.Tensor)
+    rows = _rows(straight)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[-1]["val_top1"]) > 0.5  # two epochs on real digits learn something
+    best_epoch = max(rows, key=lambda r: float(r["val_top1"]))["epoch"]
+    assert best["epoch"] == int(best_epoch)
+    assert json.loads((straight / "class_indices.json").read_text()) == {str(i): str(i) for i in range(10)}
+    assert (straight / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(straight.glob(".*.tmp"))
+
+
+def test_resume_continues_exactly(digits, straight, tmp_path):
+    run = tmp_path / "run"
+    r = _train([SPEC, "--data", digits, "--out", run, "--epochs", 1, "--schedule", "none", *FAST])
+    assert r.returncode == 0, r.stderr
+    r = _train(["--resume", run, "--epochs", 2])
+    assert r.returncode == 0, r.stderr
+    a, b = _load(straight / "last.pt"), _load(run / "last.pt")
+    _same_state(a["state_dict"], b["state_dict"])
+    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+    assert [r["train_loss"] for r in _rows(run)] == [r["train_loss"] for r in _rows(straight)]
+
+
+# The child kills itself with SIGKILL partway through epoch 2, from inside the image loader (workers 0, so the
+# loader runs in the training process) or inside the writer of epoch 2's last.pt.
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    import resnet_spec.data as data, resnet_spec.runstate as runstate
+    when, after = sys.argv[1], int(sys.argv[2])
+    calls = {"load": 0, "save": 0}
+    real_load, real_write = data.load_image, runstate.atomic_write
+    def load_image(path):
+        calls["load"] += 1
+        if when == "load" and calls["load"] > after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_load(path)
+    def atomic_write(path, write):
+        calls["save"] += 1
+        if when == "save" and calls["save"] > after:
+            return real_write(path, lambda f: (f.write(b"half a checkpoint"), os.kill(os.getpid(), signal.SIGKILL)))
+        return real_write(path, write)
+    data.load_image, runstate.atomic_write = load_image, atomic_write
+    from resnet_spec.cli import main
+    sys.exit(main(sys.argv[3:]))
+""")
+
+
+@pytest.mark.parametrize("when", ["load", "save"])
+def test_sigkill_mid_epoch_then_resume(digits, straight, tmp_path, when):
+    run = tmp_path / "run"
+    # load: 120 train + 30 val images in epoch 1, then 50 more; save: best.pt and last.pt of epoch 1, then die.
+    after = 150 + 50 if when == "load" else 2
+    argv = ["train", SPEC, "--data", digits, "--out", run, "--epochs", 2, "--schedule", "none", *FAST]
+    r = subprocess.run([sys.executable, "-c", KILLER, when, str(after), *map(str, argv)], capture_output=True,
+                       text=True, env=ENV, cwd=ROOT, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert _load(run / "last.pt")["epoch"] == 1  # intact, from the last completed epoch
+    assert len(_rows(run)) == 1
+    if when == "save":
+        assert list(run.glob(".*.tmp"))  # the half-written temp file is all the kill left behind
+    r = _train(["--resume", run])
+    assert r.returncode == 0, r.stderr
+    assert not list(run.glob(".*.tmp"))
+    _same_state(_load(straight / "last.pt")["state_dict"], _load(run / "last.pt")["state_dict"])
+
+
+def test_classes_come_from_data_with_bf16_and_channels_last(digits, tmp_path, cli):
+    data = _copy(digits, tmp_path / "three")
+    for split in ("train", "val"):
+        for d in range(3, 10):
+            shutil.rmtree(data / split / str(d))
+    run = tmp_path / "run"
+    code, out, err = cli(["train", SPEC, "--data", data, "--out", run, "--epochs", 1, *FAST,
+                          "--amp", "bf16", "--channels-last"])
+    assert code == 0, err
+    ck = _load(run / "last.pt")
+    assert ck["classes"] == ["0", "1", "2"] and ck["state_dict"]["fc.weight"].shape[0] == 3
+    assert ck["spec"]["head"]["num_classes"] == 3
+    assert "top-1" in out
+
+
+def test_predict_and_evaluate(digits, straight, tmp_path, cli):
+    images = [digits / "val" / str(d) / sorted(os.listdir(digits / "val" / str(d)))[0] for d in (0, 4, 7)]
+    code, out, err = cli(["predict", straight / "best.pt", *images, "--topk", 3, "--format", "json", "--batch-size", 2])
+    assert code == 0, err
+    results = json.loads(out)
+    assert [r["image"] for r in results] == [str(p) for p in images]
+    for r in results:
+        probs = [t["probability"] for t in r["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    plot = tmp_path / "cm.png"
+    code, out, err = cli(["evaluate", straight / "best.pt", "--data", digits / "val", "--confusion", plot, "--format", "json"])
+    assert code == 0, err
+    ev = json.loads(out)
+    assert ev["images"] == 30 and sum(map(sum, ev["confusion"])) == 30
+    assert set(ev["per_class"]) == {str(d) for d in range(10)}
+    best_row = max(_rows(straight), key=lambda r: float(r["val_top1"]))
+    # evaluate reproduces the val top-1 the training loop logged for the same weights
+    assert ev["top1"] == pytest.approx(float(best_row["val_top1"]), abs=1e-6)
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_refuses_mismatched_checkpoints(straight, digits, tmp_path, cli):
+    image = next((digits / "val" / "1").iterdir())
+    ck = _load(straight / "best.pt")
+    bad_classes = tmp_path / "classes.pt"
+    torch.save({**ck, "classes": ck["classes"][:9]}, bad_classes)
+    code, _, err = cli(["predict", bad_classes, image])
+    assert code == 1 and "9 class names but the spec's head has 10 outputs" in err
+    bad_spec = tmp_path / "spec.pt"
+    wider = {**ck["spec"], "stem": {"type": "cifar", "width": 32}}
+    torch.save({**ck, "spec": wider}, bad_spec)
+    code, _, err = cli(["predict", bad_spec, image])
+    assert code == 1 and "weights do not match the embedded spec" in err and "Traceback" not in err
+    code, _, err = cli(["evaluate", straight / "best.pt", "--data", tmp_path])
+    assert code == 1 and "no class subfolders" in err
+
+
+def test_corrupt_images_are_reported_skipped_and_counted(digits, tmp_path, cli):
+    data = _copy(digits, tmp_path / "data")
+    truncated = data / "train" / "3" / "truncated.png"
+    truncated.write_bytes(next((data / "train" / "3").iterdir()).read_bytes()[:40])
+    garbage = data / "val" / "5" / "garbage.jpg"
+    garbage.write_bytes(b"not an image at all")
+    run = tmp_path / "run"
+    code, out, err = cli(["train", SPEC, "--data", data, "--out", run, "--epochs", 1, *FAST])
+    assert code == 0, err
+    assert str(truncated) in err and str(garbage) in err
+    assert _rows(run)[0]["skipped_images"] == "2"
+    assert "2 images skipped" in out
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("empty_class", "empty class folder"),
+    ("no_val", "no val/ folder"),
+    ("one_class", "only one class"),
+    ("val_classes", "train/ and val/ have different classes"),
+])
+def test_bad_datasets_fail_before_training(digits, tmp_path, cli, breakage, message):
+    data = _copy(digits, tmp_path / "data")
+    if breakage == "empty_class":
+        for f in (data / "train" / "6").iterdir():
+            f.unlink()
+    elif breakage == "no_val":
+        shutil.rmtree(data / "val")
+    elif breakage == "one_class":
+        for split in ("train", "val"):
+            for d in range(1, 10):
+                shutil.rmtree(data / split / str(d))
+    else:
+        shutil.rmtree(data / "val" / "9")
+    run = tmp_path / "run"
+    code, out, err = cli(["train", SPEC, "--data", data, "--out", run, *FAST])
+    assert code == 1 and message in err and "Traceback" not in err
+    assert not run.exists()  # nothing written, nothing trained
+
+
+def test_refusals(straight, digits, tmp_path, cli):
+    code, _, err = cli(["train", SPEC, "--data", digits, "--out", straight, *FAST])
+    assert code == 1 and "already holds a run" in err
+    code, _, err = cli(["train", "--resume", straight, "--lr", "0.1"])
+    assert code == 1 and "cannot change --lr when resuming" in err
+    code, _, err = cli(["train", SPEC, "--data", digits, "--out", tmp_path / "r", *FAST, "--amp", "fp16"])
+    assert code == 1 and "--amp fp16 needs a CUDA device" in err
+    code, _, err = cli(["train", "--resume", tmp_path / "nothing"])
+    assert code == 1 and "no such run folder" in err
+    code, out, err = cli(["train", "--resume", straight])  # already at --epochs 2: nothing left to do
+    assert code == 0 and _load(straight / "last.pt")["epoch"] == 2
+
+
+def test_lr_schedule():
+    from resnet_spec.train import TrainConfig, lr_factor
+    cfg = TrainConfig(spec="s", data="d", out="o", epochs=10, warmup=2, schedule="cosine")
+    assert lr_factor(0, 5, cfg) == pytest.approx(0.1) and lr_factor(9, 5, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, 5, cfg) == pytest.approx(1.0) and lr_factor(30, 5, cfg) == pytest.approx(0.5)
+    step = TrainConfig(spec="s", data="d", out="o", epochs=9, schedule="step")
+    assert [lr_factor(e * 4, 4, step) for e in (0, 3, 6, 8)] == pytest.approx([1, 0.1, 0.01, 0.01])
+
+
+def test_torchrun_two_processes_on_gloo(digits, tmp_path, cli):
+    run = tmp_path / "run"
+    argv = ["-m", "resnet_spec", "train", SPEC, "--data", digits, "--out", run, "--epochs", 1, *FAST]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        *map(str, argv)],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("epoch 1/1:") == 1 and "x2 ranks" in r.stdout, r.stdout  # rank 0 alone reports
+    row = _rows(run)[0]
+    # The val metrics were reduced over both ranks' disjoint halves: evaluating the saved weights
+    # in one process gives the same top-1 over all 30 images.
+    code, out, err = cli(["evaluate", run / "last.pt", "--data", digits / "val", "--format", "json"])
+    assert code == 0, err
+    ev = json.loads(out)
+    assert ev["images"] == 30 and ev["top1"] == pytest.approx(float(row["val_top1"]), abs=1e-6), (ev, row)

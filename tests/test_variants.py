@@ -20,12 +20,12 @@ def write_spec(tmp_path, text: str, name: str = "variant") -> str:
     return str(path)
 
 
-def same_outputs(ours: nn.Module, ref: nn.Module, size: int = 64) -> None:
+def same_outputs(ours: nn.Module, ref: nn.Module, size: int = 64, channels: int = 3) -> None:
     """Strict-load random weights and BN statistics into both, then compare eval outputs bit for bit."""
     state = random_state(ref, seed=3)
     ref.load_state_dict(state, strict=True)
     ours.load_state_dict(state, strict=True)
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         got, want = ours.eval()(x), ref.eval()(x)
     if isinstance(want, list):
@@ -84,6 +84,38 @@ def test_per_stage_dilation_equals_output_stride(tmp_path):
                      if isinstance(m, nn.Conv2d)]
     assert by_hand.layer4[0].conv1.dilation == (2, 2) and by_hand.layer4[1].conv1.dilation == (4, 4)
     same_outputs(by_hand, by_stride)
+
+
+# --- each remaining field against the timm constructor argument it stands for ---------------------
+
+FIELDS_VS_TIMM_KWARGS = [
+    ("resnet18", dict(down_kernel_size=3, output_stride=8),
+     "block: {shortcut_kernel_size: 3}\noutput_stride: 8\n"),
+    ("resnet18d", dict(replace_stem_pool=True, aa_layer="blur"), "stem: {pool: conv}\nanti_alias: blur\n"),
+    ("resnet26d", dict(replace_stem_pool=True, aa_layer="avg"), "stem: {pool: conv}\nanti_alias: avg\n"),
+    ("resnet18", dict(act_layer="silu", block_args=dict(attn_layer="se")),
+     "activation: silu\nblock: {attention: {type: se}}\n"),
+    ("resnet18", dict(act_layer="leaky_relu"), "activation: leaky_relu\n"),
+    ("resnet18", dict(act_layer="gelu"), "activation: gelu\n"),
+    ("resnet26d", dict(norm_layer="groupnorm", drop_rate=0.2, num_classes=10, in_chans=1),
+     "norm: {type: groupnorm, groups: 32}\nhead: {num_classes: 10, dropout: 0.2}\ninput: {channels: 1}\n"),
+]
+
+
+@pytest.mark.parametrize("base,kwargs,fields", FIELDS_VS_TIMM_KWARGS, ids=lambda v: str(v)[:40])
+def test_fields_are_timms_constructor_arguments(tmp_path, base, kwargs, fields):
+    if kwargs.get("aa_layer") == "blur":  # timm's stem pool wants a class here, not the string
+        kwargs = {**kwargs, "aa_layer": timm.layers.BlurPool2d}
+    elif kwargs.get("aa_layer") == "avg":
+        kwargs = {**kwargs, "aa_layer": nn.AvgPool2d}
+    torch.manual_seed(0)
+    ref = timm.create_model(base, pretrained=False, **kwargs)
+    torch.manual_seed(0)
+    ours = build_model(write_spec(tmp_path, f"extends: {base}\nzero_init_residual: true\n{fields}"))
+    ref_sd, ours_sd = ref.state_dict(), ours.state_dict()
+    assert [(k, v.shape) for k, v in ours_sd.items()] == [(k, v.shape) for k, v in ref_sd.items()]
+    assert all(torch.equal(ours_sd[k], v) for k, v in ref_sd.items())
+    same_outputs(ours, ref, channels=kwargs.get("in_chans", 3))
 
 
 # --- the paper's CIFAR nets -----------------------------------------------------------------------

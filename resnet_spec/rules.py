@@ -76,11 +76,21 @@ def check(spec: ResNetSpec, res: Resolved) -> list[ErrorRecord]:
                 if ch % norm_groups:
                     err(("norm", "groups"), f"{norm_groups} groups do not divide the {ch} channels of "
                         f"stages[{si}]")
-    if spec.stem.norm or spec.stem.pool == "conv":
+    if spec.stem.norm or spec.stem.pool == "conv" or spec.stem.type in ("deep", "deep_tiered"):
         for ch in _stem_channels(spec):
             if ch % norm_groups:
                 err(("norm", "groups"), f"{norm_groups} groups do not divide the stem's {ch} channels")
 
+    if spec.anti_alias == "avg":
+        # The 2x2 average pool rounds down and every shortcut rounds up, so the sum fails on an odd map.
+        size = stem_sizes(spec, spec.input_size)[-1][1]
+        for sp in stages:
+            stride = sp.blocks[0].stride
+            if stride > 1 and size % stride and size > 0:
+                err(("input", "size"), f"with anti_alias: avg, stages[{sp.index - 1}] gets a {size}px map that "
+                    f"its stride {stride} does not divide; the pooled path and the shortcut would differ in size")
+                break
+            size = sp.size
     sizes = stem_sizes(spec, spec.input_size) + [(f"stages[{sp.index - 1}]", sp.size) for sp in stages]
     for where, size in sizes:
         if size < 1:

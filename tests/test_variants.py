@@ -269,3 +269,10 @@ def test_user_written_timm_style_spec_with_extends(tmp_path):
     ref = timm.create_model("seresnetaa50d", pretrained=False)
     assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
     same_outputs(ours, ref)
+
+
+def test_avg_anti_alias_rejects_an_odd_map_before_a_strided_stage(tmp_path):
+    """timm's resnetaa50d fails at run time on a 100px input (25px before layer2); validation says so first."""
+    odd = validate(write_spec(tmp_path, "extends: resnetaa50d\ninput: {size: 100}\n", "odd"))
+    assert [(e.path, "stages[1] gets a 25px map" in e.message) for e in odd] == [("$.input.size", True)]
+    assert validate(write_spec(tmp_path, "extends: resnetaa50d\ninput: {size: 96}\n", "even")) == []

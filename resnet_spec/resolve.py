@@ -121,7 +121,8 @@ def _extends_target(own: Resolved, path: Path, ext: str, chain: list[Path]) -> P
         loop = seen[seen.index(target.resolve()):] + [target.resolve()]
         raise fail("extends cycle: " + " -> ".join(shown_path(p) for p in loop))
     if len(seen) >= MAX_EXTENDS:
-        raise fail(f"extends chain longer than {MAX_EXTENDS} files")
+        raise fail(f"extends chain longer than {MAX_EXTENDS} files: "
+                   + " -> ".join(shown_path(p) for p in seen + [target]))
     return target
 
 

@@ -206,16 +206,23 @@ def load_yaml(path: str | Path, shown: str | None = None) -> Document:
             problem = f"nesting deeper than {MAX_DEPTH} levels; a spec needs a handful"
             err(mark, problem)
         else:
+            if mark is not None and text[mark.index:mark.index + 1] == "\t":
+                problem += " (a tab; YAML is indented with spaces)"
             err(mark, f"YAML syntax error: {problem}")
     except RecursionError:  # defensive: the event parser is iterative
         err(None, f"nesting deeper than {MAX_DEPTH} levels; a spec needs a handful")
     if errors:
         raise SpecError(errors)
+    if root is None and root_mark is not None and doc.text.get(()) not in (None, ""):
+        raise SpecError([ErrorRecord(shown, *_pos(root_mark), "$", "the top level must be a mapping of spec fields, "
+                                     "got null")])
     if documents == 0 or root is None:
         raise SpecError([ErrorRecord(shown, 1 if root_mark is None else root_mark.line + 1, 1, "",
                                      "the file holds no spec (it is empty or only comments)")])
     if not isinstance(root, dict):
-        kind = "a list" if isinstance(root, list) else f"the value {clip(text.strip())}"
+        # The value is not echoed: through `extends` the file may be any file, such as /etc/shadow.
+        kind = ("a list" if isinstance(root, list) else "true or false" if isinstance(root, bool)
+                else "a number" if isinstance(root, (int, float)) else "a line of text")
         line, col = _pos(root_mark) if root_mark is not None else (1, 1)
         raise SpecError([ErrorRecord(shown, line, col, "$", f"the top level must be a mapping of spec fields, got {kind}")])
     doc.data = root

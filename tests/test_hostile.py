@@ -1,0 +1,214 @@
+"""Hostile and broken input: nothing crashes, nothing runs, nothing is lost.
+
+The corpus in tests/data/hostile holds one file per case and the exact error it must produce
+(case.yaml, case.expected, and case.args when the command is not `validate case.yaml`). Inputs
+too large to commit, and files that must be made in place (pipes, pickles, checkpoints), are made
+here in tmp_path. Every case goes through the CLI: exit status, exact message, no traceback.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import re
+import shlex
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import DATA, ROOT
+
+HOSTILE = DATA / "hostile"
+CASES = sorted(p.stem for p in HOSTILE.glob("*.expected"))
+TINY = ("# A tiny net for the checkpoint and output cases.\nspec_version: 1\ninput: {size: 16}\n"
+        "stem: {type: cifar, width: 4}\nstages: [{channels: 4, blocks: 1}, {channels: 8, blocks: 1, stride: 2}]\n"
+        "head: {num_classes: 3}\n")
+
+
+def _argv(case: str) -> list[str]:
+    args = HOSTILE / f"{case}.args"
+    return shlex.split(args.read_text()) if args.exists() else ["validate", f"{case}.yaml"]
+
+
+def _run_isolated(code: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Python code in a fresh process: a crash (segfault, memory) there cannot take the test run with it."""
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def _no_traceback(*texts: str) -> None:
+    for t in texts:
+        assert "Traceback" not in t and not re.search(r"^\w+(Error|Exception):", t, re.M), t
+
+
+# The committed corpus.
+
+def test_corpus_is_complete():
+    """Every case file has its expected error, and the corpus covers at least 60 cases."""
+    inputs = {p.stem for p in HOSTILE.glob("*.yaml")}
+    assert inputs == set(CASES)
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_corpus_case_gives_its_exact_error(cli, monkeypatch, case):
+    monkeypatch.chdir(HOSTILE)
+    code, out, err = cli(_argv(case))
+    assert code == 1
+    assert err == (HOSTILE / f"{case}.expected").read_text()
+    assert err.strip(), "a refusal must say why"
+    _no_traceback(out, err)
+
+
+# YAML that tries to run code.
+
+@pytest.mark.parametrize("command", ["validate", "build"])
+def test_python_tag_runs_nothing(cli, monkeypatch, tmp_path, command):
+    spec = tmp_path / "python_tag.yaml"
+    spec.write_text((HOSTILE / "python_tag.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli([command, "python_tag.yaml"])
+    assert code == 1 and "YAML tags" in err
+    assert not (tmp_path / "marker_python_tag").exists()
+    # The payload is live: PyYAML's unsafe loader runs it. So the check above can fail.
+    yaml.unsafe_load(spec.read_text())
+    assert (tmp_path / "marker_python_tag").exists()
+
+
+def test_alias_bomb_refused_in_bounded_time_and_memory(tmp_path):
+    """20 levels of 9 aliases (9^20 strings if expanded), in a process capped at 1 GiB of address space."""
+    lines = ["spec_version: 1", 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 21)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    r = _run_isolated("import resource, sys\n"
+                      "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+                      "from resnet_spec.cli import main\n"
+                      "sys.exit(main(['validate', 'bomb.yaml']))", tmp_path, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr == "bomb.yaml:3:10: $.l1: aliases (*l0) are not allowed; use `extends` to reuse a spec\n"
+
+
+# Malformed structure made at test time.
+
+@pytest.mark.parametrize("parser", ["CSafeLoader", "SafeLoader"])
+@pytest.mark.parametrize("shape", ["flow_list", "flow_map", "block_list"])
+def test_100000_levels_of_nesting(tmp_path, parser, shape):
+    """No RecursionError, no segfault (the C composer crashes from about 25,000 levels), with either parser."""
+    n = 100_000
+    text = {"flow_list": "spec_version: 1\nx: " + "[" * n + "]" * n + "\n",
+            "flow_map": "spec_version: 1\nx: " + "{a: " * n + "1" + "}" * n + "\n",
+            "block_list": "spec_version: 1\nx:\n" + "- " * n + "1\n"}[shape]
+    (tmp_path / "deep.yaml").write_text(text)
+    r = _run_isolated("import sys, yaml\n"
+                      "from resnet_spec import yamlio\n"
+                      f"yamlio._Parser = getattr(yaml, {parser!r})\n"
+                      "from resnet_spec.cli import main\n"
+                      "sys.exit(main(['validate', 'deep.yaml']))", tmp_path)
+    assert r.returncode == 1, r.stderr  # a segfault would be -11
+    assert re.fullmatch(r"deep\.yaml:\d+:\d+: (\$[.\w\[\]]*: )?nesting deeper than 32 levels; a spec needs a handful\n",
+                        r.stderr), r.stderr
+
+
+def test_50_mb_file_is_refused_by_the_size_cap(cli, monkeypatch, tmp_path):
+    with (tmp_path / "big.yaml").open("w") as f:
+        f.write("spec_version: 1\nstages: [{channels: 8, blocks: 1}]\n")
+        line = "# padding " + "x" * 90 + "\n"
+        for _ in range(50 * 10_000):
+            f.write(line)
+    assert (tmp_path / "big.yaml").stat().st_size > 50_000_000
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(["validate", "big.yaml"])
+    assert code == 1
+    assert err == "big.yaml: file is larger than the 1,048,576-byte (1 MiB) limit for a spec\n"
+
+
+def test_too_many_values_is_refused(cli, monkeypatch, tmp_path):
+    """Under the size cap, 12,000 values would make the schema walk and the error list long."""
+    (tmp_path / "wide.yaml").write_text("spec_version: 1\nstages: [" + "{}, " * 12_000 + "]\n")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["validate", "wide.yaml"])
+    assert code == 1
+    assert err == "wide.yaml:2:39990: more than 10,000 values; a spec holds a few hundred\n"
+
+
+def test_directory_missing_and_overlong_names(cli, monkeypatch, tmp_path):
+    (tmp_path / "dir.yaml").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert cli(["validate", "dir.yaml"])[1:] == ("", "dir.yaml: is a directory, not a spec file\n")
+    assert cli(["validate", "missing.yaml"])[1:] == ("", "missing.yaml: no such file\n")
+    long = "a" * 5000 + ".yaml"
+    code, _, err = cli(["validate", long])
+    assert code == 1 and err == f"{long}: cannot read: File name too long\n"
+
+
+def test_a_pipe_is_refused_without_blocking(cli, monkeypatch, tmp_path):
+    os.mkfifo(tmp_path / "pipe.yaml")  # opening it for reading would wait for a writer forever
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["validate", "pipe.yaml"])
+    assert code == 1 and err == "pipe.yaml: is not a regular file (a pipe, socket or device), not a spec file\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file; the next test covers the message")
+def test_unreadable_file(cli, monkeypatch, tmp_path):
+    (tmp_path / "secret.yaml").write_text("spec_version: 1\n")
+    (tmp_path / "secret.yaml").chmod(0)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["validate", "secret.yaml"])[1:] == ("", "secret.yaml: cannot read: Permission denied\n")
+
+
+def test_unreadable_file_as_any_user(cli, monkeypatch, tmp_path):
+    """Tests run as root here, where chmod 000 does not stop a read: make the open fail instead."""
+    (tmp_path / "secret.yaml").write_text("spec_version: 1\n")
+    real_open = Path.open
+
+    def refuse(self, *args, **kwargs):
+        if self.name == "secret.yaml":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_open(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "open", refuse)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["validate", "secret.yaml"])[1:] == ("", "secret.yaml: cannot read: Permission denied\n")
+
+
+def test_extends_chain_of_the_documented_limit_is_accepted(cli, monkeypatch):
+    """8 files (parts/chain1 .. chain8) load; extends_too_deep.yaml adds a ninth and is refused."""
+    monkeypatch.chdir(HOSTILE)
+    assert cli(["validate", "parts/chain1.yaml"]) == (0, "parts/chain1.yaml: ok\n", "")
+
+
+# Absurd sizes: refused before anything is allocated.
+
+def test_cost_caps_refuse_before_building(cli, monkeypatch):
+    """Without --dry-run the same refusal comes before the build (the model would need about 40 PB)."""
+    monkeypatch.chdir(HOSTILE)
+    code, out, err = cli(["build", "cost_params.yaml"])
+    assert code == 1 and out == "" and err == (HOSTILE / "cost_params.expected").read_text()
+
+
+def test_cost_caps_are_flags(cli, monkeypatch, tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    monkeypatch.chdir(tmp_path)
+    from resnet_spec.factory import build_model
+    params = sum(p.numel() for p in build_model("tiny.yaml").parameters())  # counted on a real model
+    code, out, _ = cli(["build", "tiny.yaml", "--dry-run", "--max-params", params])
+    assert code == 0 and f"{params:,} parameters" in out
+    code, _, err = cli(["build", "tiny.yaml", "--max-params", params - 1])
+    assert code == 1 and err == (f"resnet-spec build: error: tiny: {params:,} parameters, more than the cap of "
+                                 f"{params - 1:,} (--max-params raises it)\n")
+    code, _, err = cli(["build", "tiny.yaml", "--batch", 10**12])
+    assert code == 1 and err == ("resnet-spec build: error: tiny: the 1000000000000x3x16x16 input alone needs "
+                                 "2,929,687,500.0 MB, more than the cap of 16,384 MB (--max-activation-mb raises it)\n")
+    code, _, err = cli(["build", "tiny.yaml", "--max-blocks", 0])
+    assert code == 1 and err == "resnet-spec build: error: --max-blocks must be at least 1, got 0\n"
+
+
+def test_build_model_applies_the_caps():
+    from resnet_spec.factory import build_model
+    from resnet_spec.limits import LimitError
+    with pytest.raises(LimitError, match=r"cost_params: 10,414,587,288,487,120 parameters"):
+        build_model(HOSTILE / "cost_params.yaml")

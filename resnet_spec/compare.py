@@ -136,10 +136,10 @@ def output_diff(ours: nn.Module, theirs: nn.Module, x: torch.Tensor) -> OutputDi
                       TOLERANCE.get(x.dtype, 1e-5), shapes_match)
 
 
-def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], assign: bool = False) -> None:
     """load_state_dict(strict=True), its failure as a one-line CommandError."""
     try:
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(state_dict, strict=True, assign=assign)
     except RuntimeError as e:
         raise CommandError(str(e).strip().splitlines()[0]) from None
 
@@ -150,7 +150,7 @@ def compare_to_model(ours: nn.Module, theirs: nn.Module, in_channels: int, input
     keys = key_diff(ours.state_dict(), theirs.state_dict())
     if not keys.same:
         return keys, None
-    load_strict(ours, theirs.state_dict())
+    load_strict(ours, theirs.state_dict(), assign=True)  # share the tensors: no copy of a large model
     ours.to(device=device, dtype=dtype).eval()
     theirs.to(device=device, dtype=dtype).eval()
     g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,100 @@
+"""import: a spec read from a reference's module structure builds the same network (the round trip)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from conftest import SPECS
+from resnet_spec.api import load_spec
+from resnet_spec.compare import Reference, compare_to_model, randomise_norms_, reference_model
+from resnet_spec.factory import build_model
+from resnet_spec.importer import import_model
+
+TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+               "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
+TIMM = ["resnet18d", "resnet26d", "resnet50c", "resnet50d", "resnet50s", "resnet50t", "seresnet50", "ecaresnet50d",
+        "resnext50d_32x4d", "seresnext50_32x4d", "resnet50_gn", "resnetblur50", "resnetaa50d"]
+
+
+def _structure(spec):
+    """The fields that decide the network (not its name, description or source data)."""
+    return dataclasses.replace(spec, name="", description="", data={})
+
+
+def _round_trip(ref: Reference, tmp_path) -> None:
+    """Import the reference, write and reload the YAML, build it, and compare with the reference itself."""
+    theirs = reference_model(ref)
+    data, text = import_model(ref, theirs)
+    path = tmp_path / f"{ref.name}.yaml"
+    path.write_text(text)
+    spec = load_spec(path)  # the written YAML goes through the real loader, schema and rules
+    assert spec.data == data
+    if (SPECS / f"{ref.name}.yaml").exists():  # it says what the shipped spec says
+        assert _structure(spec) == _structure(load_spec(ref.name))
+    randomise_norms_(theirs, seed=1)
+    keys, out = compare_to_model(build_model(spec), theirs, spec.in_channels, 32, 1, torch.device("cpu"),
+                                 torch.float32, seed=1)
+    assert keys.same, keys
+    assert out.same and out.max_abs == 0.0, out  # same ops in the same order: bit-identical
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_round_trip(name, tmp_path):
+    _round_trip(Reference("torchvision", name), tmp_path)
+
+
+@pytest.mark.parametrize("name", TIMM)
+def test_timm_round_trip(name, tmp_path):
+    pytest.importorskip("timm")
+    if not (SPECS / f"{name}.yaml").exists():
+        pytest.skip(f"no shipped spec specs/{name}.yaml")
+    _round_trip(Reference("timm", name), tmp_path)
+
+
+def test_cli_import_then_compare(cli, tmp_path):
+    out_file = tmp_path / "r34.yaml"
+    code, out, err = cli(["import", "torchvision:resnet34", "--out", out_file])
+    assert code == 0, err
+    assert f"wrote {out_file}" in out
+    text = out_file.read_text()
+    assert text.startswith("# resnet34 (torchvision:resnet34)")
+    assert "stages:\n  - {channels: 64, blocks: 3, stride: 1}\n" in text
+    code, out, err = cli(["compare", out_file, "--reference", "torchvision:resnet34", "--input-size", "32",
+                          "--dtype", "float64"])
+    assert code == 0, out + err
+
+
+def test_cli_import_prints_without_out(cli):
+    code, out, _ = cli(["import", "torchvision:resnext50_32x4d"])
+    assert code == 0
+    assert "block: {type: bottleneck, groups: 32, width_per_group: 4}" in out
+
+
+@pytest.mark.parametrize("ref, module", [
+    ("torchvision:vgg11", "module 'features' (Sequential)"),
+    ("torchvision:mobilenet_v2", "module 'features' (Sequential)"),
+    ("timm:skresnet18", "module 'layer1.0."),
+    ("timm:resnet50_nope", "timm has no model named"),
+])
+def test_unexpressible_structure_names_the_module(cli, ref, module):
+    if ref.startswith("timm:"):
+        pytest.importorskip("timm")
+    code, out, err = cli(["import", ref])
+    assert code == 1 and out == ""
+    assert module in err and len(err.strip().splitlines()) == 1
+
+
+def test_unexpressible_block_part(tmp_path):
+    import torchvision
+    from resnet_spec.importer import Unfit
+    model = torchvision.models.resnet18()
+    model.layer2[1].conv2 = torch.nn.Conv2d(128, 128, 5, padding=2, bias=False)
+    with pytest.raises(Unfit, match=r"module 'layer2.1.conv2' \(Conv2d\)"):
+        import_model(Reference("torchvision", "resnet18"), model)
+
+
+def test_import_out_folder_missing(cli, tmp_path):
+    code, _, err = cli(["import", "torchvision:resnet18", "--out", tmp_path / "no" / "x.yaml"])
+    assert code == 1 and "does not exist" in err

@@ -86,7 +86,7 @@ def check(spec: ResNetSpec, res: Resolved) -> list[ErrorRecord]:
         size = stem_sizes(spec, spec.input_size)[-1][1]
         for sp in stages:
             stride = sp.blocks[0].stride
-            if stride > 1 and size % stride and size > 0:
+            if stride > 1 and size % stride and size >= stride:  # smaller maps vanish: reported below
                 err(("input", "size"), f"with anti_alias: avg, stages[{sp.index - 1}] gets a {size}px map that "
                     f"its stride {stride} does not divide; the pooled path and the shortcut would differ in size")
                 break

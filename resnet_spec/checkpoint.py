@@ -88,14 +88,14 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     bad = [k for k, t in sd.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if not bad:
         return []
-    return [f"{path}: {len(bad)} of {len(sd)} tensors hold NaN or infinite values ({_some(bad)})"]
+    return [f"{path}: {len(bad)} of {len(sd)} tensors hold NaN or infinite values ({_some([_name(k) for k in bad])})"]
 
 
 def fit_diff(want: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
     """What keeps `got` from loading strictly where `want` is expected, in one line; empty when it fits."""
-    missing = [k for k in want if k not in got]
-    extra = [k for k in got if k not in want]
-    shapes = [f"{k}: {_shape(got[k])} in the file, {_shape(want[k])} in the model"
+    missing = [_name(k) for k in want if k not in got]
+    extra = [_name(k) for k in got if k not in want]
+    shapes = [f"{_name(k)}: {_shape(got[k])} in the file, {_shape(want[k])} in the model"
               for k in want if k in got and got[k].shape != want[k].shape]
     parts = []
     if missing:
@@ -111,8 +111,12 @@ def _shape(t: torch.Tensor) -> str:
     return "x".join(str(s) for s in t.shape) or "scalar"
 
 
+def _name(key: str) -> str:
+    return clip(key)[1:-1]  # a key from a stranger's file: escaped and cut short
+
+
 def _some(names: list[str], n: int = 3, sep: str = ", ") -> str:
-    shown = sep.join(clip(x)[1:-1] for x in names[:n])
+    shown = sep.join(names[:n])
     return shown + (f"{sep}and {len(names) - n} more" if len(names) > n else "")
 
 

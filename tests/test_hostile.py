@@ -7,6 +7,7 @@ here in tmp_path. Every case goes through the CLI: exit status, exact message, n
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pickle
@@ -212,3 +213,174 @@ def test_build_model_applies_the_caps():
     from resnet_spec.limits import LimitError
     with pytest.raises(LimitError, match=r"cost_params: 10,414,587,288,487,120 parameters"):
         build_model(HOSTILE / "cost_params.yaml")
+
+
+# Checkpoints and weights, through `build --weights` (and `predict`, which loads checkpoints too).
+
+class _RunsShell:
+    """Unpickles to os.system(command): what a malicious checkpoint carries."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch) -> Path:
+    """A working folder holding tiny.yaml, as the current directory."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _save_evil(path: Path, how: str, marker: Path) -> None:
+    payload = {"state_dict": {"fc.bias": torch.zeros(3)}, "x": _RunsShell(f"touch {marker}")}
+    if how == "torch_zip":
+        torch.save(payload, path)
+    else:  # a bare pickle, as torch's legacy format reads them (no tensors: they pickle through a torch global)
+        path.write_bytes(pickle.dumps({"x": payload["x"]}, protocol=2))
+
+
+@pytest.mark.parametrize("how", ["torch_zip", "legacy_pickle"])
+def test_malicious_checkpoint_runs_nothing(cli, tiny, how):
+    marker = tiny / "marker_pickle"
+    _save_evil(tiny / "evil.pt", how, marker)
+    code, _, err = cli(["build", "tiny.yaml", "--weights", "evil.pt"])
+    assert code == 1
+    assert err.splitlines()[-1] == ("resnet-spec build: error: evil.pt: refused: it asks for the Python object "
+                                    "posix.system; only tensors and plain data are loaded, and nothing in the file was run")
+    code, _, err = cli(["predict", "evil.pt", "any.png"])
+    assert code == 1 and "evil.pt: refused: it asks for the Python object posix.system" in err
+    assert not marker.exists()
+    # The payload is live: a full unpickle runs it (torch then rejects the legacy file's missing magic
+    # number, too late). So the check above can fail.
+    with contextlib.suppress(RuntimeError):
+        torch.load(tiny / "evil.pt", weights_only=False)
+    assert marker.exists()
+
+
+def _weights_error(cli, path: str) -> tuple[int, str]:
+    code, _, err = cli(["build", "tiny.yaml", "--weights", path])
+    _no_traceback(err)
+    return code, err.splitlines()[-1] if err else ""
+
+
+def test_truncated_empty_and_foreign_checkpoints(cli, tiny):
+    assert cli(["build", "tiny.yaml", "--out", "good.pt"])[0] == 0
+    data = (tiny / "good.pt").read_bytes()
+    (tiny / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (tiny / "empty.pt").write_bytes(b"")
+    (tiny / "notes.pt").write_text("these are not weights\n")
+    torch.save([torch.zeros(2)], tiny / "list.pt")
+    (tiny / "folder.pt").mkdir()
+    prefix = "resnet-spec build: error: "
+    assert _weights_error(cli, "truncated.pt") == (1, prefix + "truncated.pt: a truncated or corrupt checkpoint")
+    assert _weights_error(cli, "empty.pt") == (1, prefix + "empty.pt: empty file, not a checkpoint")
+    assert _weights_error(cli, "notes.pt") == (1, prefix + "notes.pt: not a torch checkpoint")
+    assert _weights_error(cli, "list.pt") == (1, prefix + "list.pt: expected a checkpoint dict, got list")
+    assert _weights_error(cli, "folder.pt") == (1, prefix + "folder.pt: is a directory")
+    assert _weights_error(cli, "absent.pt") == (1, prefix + "absent.pt: no such file")
+
+
+def test_checkpoint_of_another_spec_shows_the_key_and_shape_diff(cli, tiny):
+    (tiny / "other.yaml").write_text(TINY.replace("{channels: 8, blocks: 1, stride: 2}",
+                                                  "{channels: 16, blocks: 2, stride: 2}"))
+    assert cli(["build", "other.yaml", "--out", "other.pt"])[0] == 0
+    assert _weights_error(cli, "other.pt") == (1, (
+        "resnet-spec build: error: other.pt: weights (saved from 'other') do not fit this model: "
+        "12 unexpected (layer2.1.conv1.weight, layer2.1.bn1.weight, layer2.1.bn1.bias, and 9 more), "
+        "16 of another shape (layer2.0.conv1.weight: 16x4x3x3 in the file, 8x4x3x3 in the model; "
+        "layer2.0.bn1.weight: 16 in the file, 8 in the model; and 14 more)"))
+
+
+def test_weights_that_fit_load_and_nans_are_warned(cli, tiny):
+    assert cli(["build", "tiny.yaml", "--out", "good.pt", "--seed", "1"])[0] == 0
+    sd = torch.load(tiny / "good.pt", weights_only=True)["state_dict"]
+    torch.save(sd, tiny / "bare.pt")  # a bare state_dict loads too
+    code, out, err = cli(["build", "tiny.yaml", "--weights", "bare.pt"])
+    assert code == 0 and err == "" and "output 1x3" in out
+    sd["fc.bias"][1] = float("nan")
+    sd["layer1.0.bn1.weight"][0] = float("inf")
+    torch.save(sd, tiny / "nan.pt")
+    code, out, err = cli(["build", "tiny.yaml", "--weights", "nan.pt"])
+    assert code == 0 and "output 1x3" in out
+    assert err == (f"resnet-spec build: warning: nan.pt: 2 of {len(sd)} tensors hold NaN or infinite values "
+                   "(layer1.0.bn1.weight, fc.bias)\n")
+
+
+# Writing outputs.
+
+def test_out_into_a_missing_folder_or_onto_a_folder(cli, tiny):
+    (tiny / "file").write_text("x")
+    (tiny / "dir").mkdir()
+    for out, msg in [("nowhere/m.pt", "nowhere/m.pt: folder nowhere does not exist"),
+                     ("file/m.pt", "file/m.pt: file is not a folder"),
+                     ("dir", "dir: is a directory; give a file name")]:
+        code, stdout, err = cli(["build", "tiny.yaml", "--out", out])
+        assert (code, stdout, err) == (1, "", f"resnet-spec build: error: {msg}\n")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a mode-555 folder; the next test covers it")
+def test_out_into_a_read_only_folder(cli, tiny):
+    (tiny / "ro").mkdir(mode=0o555)
+    code, out, err = cli(["build", "tiny.yaml", "--out", "ro/m.pt"])
+    assert (code, out, err) == (1, "", "resnet-spec build: error: ro/m.pt: folder ro is not writable\n")
+
+
+def test_out_into_a_read_only_folder_as_any_user(cli, tiny, monkeypatch):
+    """As root, access() grants a mode-555 folder (and root can write there); simulate the refusal."""
+    (tiny / "ro").mkdir(mode=0o555)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p).name == "ro" else real_access(p, mode))
+    code, out, err = cli(["build", "tiny.yaml", "--out", "ro/m.pt"])
+    assert (code, out, err) == (1, "", "resnet-spec build: error: ro/m.pt: folder ro is not writable\n")
+
+
+@pytest.mark.parametrize("old", [b"the old checkpoint", None])
+def test_a_write_failing_midway_leaves_the_old_file_and_no_partial_one(cli, tiny, monkeypatch, old):
+    if old is not None:
+        (tiny / "m.pt").write_bytes(old)
+
+    def half_then_full(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 the first half of a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(torch, "save", half_then_full)
+    code, _, err = cli(["build", "tiny.yaml", "--out", "m.pt"])
+    kept = "the old file is unchanged" if old else "nothing was written"
+    assert code == 1 and err == f"resnet-spec build: error: m.pt: writing failed (No space left on device); {kept}\n"
+    assert sorted(p.name for p in tiny.iterdir()) == (["m.pt", "tiny.yaml"] if old else ["tiny.yaml"])
+    if old:
+        assert (tiny / "m.pt").read_bytes() == old
+
+
+def test_a_real_write_failure_from_a_file_size_limit(tiny):
+    """RLIMIT_FSIZE makes the kernel refuse writes past 4 KiB (EFBIG), partway through torch.save."""
+    (tiny / "m.pt").write_bytes(b"the old checkpoint")
+    r = _run_isolated("import resource, signal, sys\n"
+                      "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                      "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+                      "from resnet_spec.cli import main\n"
+                      "sys.exit(main(['build', 'tiny.yaml', '--out', 'm.pt']))", tiny)
+    assert r.returncode == 1
+    assert re.fullmatch(r"resnet-spec build: error: m\.pt: writing failed \(.+\); the old file is unchanged\n",
+                        r.stderr), r.stderr
+    assert (tiny / "m.pt").read_bytes() == b"the old checkpoint"
+    assert sorted(p.name for p in tiny.iterdir()) == ["m.pt", "tiny.yaml"]
+
+
+def test_an_interrupt_midway_leaves_the_old_file(tmp_path):
+    from resnet_spec.fileio import atomic_write
+    (tmp_path / "out.bin").write_bytes(b"old")
+
+    def interrupted(f):
+        f.write(b"new, partly")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "out.bin", interrupted)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    assert (tmp_path / "out.bin").read_bytes() == b"old"
+    atomic_write(tmp_path / "out.bin", lambda f: f.write(b"new"))
+    assert (tmp_path / "out.bin").read_bytes() == b"new"
+    assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644

@@ -26,11 +26,12 @@ def _scalar(v: object) -> str:
     return json.dumps(s)
 
 
-def _flow(v: object) -> str:
+def flow(v: object) -> str:
+    """A value as YAML flow text: {a: 1, b: [x, y]}."""
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_flow(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{k}: {flow(x)}" for k, x in v.items()) + "}"
     if isinstance(v, list):
-        return "[" + ", ".join(_flow(x) for x in v) + "]"
+        return "[" + ", ".join(flow(x) for x in v) + "]"
     return _scalar(v)
 
 
@@ -40,7 +41,7 @@ def to_yaml(data: dict, comment: str) -> str:
     for k, v in data.items():
         if k == "stages":
             lines.append("stages:")
-            lines += [f"  - {_flow(s)}" for s in v]
+            lines += [f"  - {flow(s)}" for s in v]
         else:
-            lines.append(f"{k}: {_flow(v)}")
+            lines.append(f"{k}: {flow(v)}")
     return "\n".join(lines) + "\n"

@@ -102,3 +102,57 @@ def test_key_diff():
     assert d.missing == (("d", (5,)),) and d.extra == (("c", (1,)),)
     assert d.mismatched == (("a", (2, 3), (3, 2)),) and not d.same
     assert key_diff(theirs, theirs).same
+
+
+# diff
+
+
+def test_diff_shows_fields_and_cost_per_stage(cli):
+    import torchvision
+    code, out, _ = cli(["diff", "resnet50", "resnext50_32x4d"])
+    assert code == 1
+    assert any(line.split() == ["$.block.groups", "1", "->", "32"] for line in out.splitlines())
+    assert any(line.split() == ["$.block.width_per_group", "64", "->", "4"] for line in out.splitlines())
+    total = next(line for line in out.splitlines() if line.startswith("total")).split()
+    meta = {n: torchvision.models.get_model_weights(n).IMAGENET1K_V1.meta for n in ("resnet50", "resnext50_32x4d")}
+    assert total[1:3] == [f"{meta['resnet50']['num_params']:,}", f"{meta['resnext50_32x4d']['num_params']:,}"]
+    assert [line.split()[0] for line in out.splitlines()[-7:]] == ["stem", "layer1", "layer2", "layer3", "layer4",
+                                                                   "head", "total"]
+
+
+def test_diff_of_a_spec_with_itself_exits_0(cli):
+    code, out, _ = cli(["diff", "resnet18", SPECS / "resnet18.yaml"])
+    assert code == 0 and "no field differs" in out
+
+
+def test_diff_resolves_extends_and_defaults(cli, tmp_path):
+    # Spelling out a default, or inheriting a field through `extends`, changes nothing.
+    spec = tmp_path / "same50.yaml"
+    spec.write_text("spec_version: 1\nname: resnet50\ndescription: ResNet-50 v1.5 (torchvision), stride on the "
+                    "bottleneck's 3x3 conv\nextends: resnet50\nblock: {stride_on: 3x3, groups: 1}\n"
+                    "stem: {pool: max}\n")
+    code, out, _ = cli(["diff", "resnet50", spec, "--format", "json"])
+    assert code == 0, out
+    assert json.loads(out)["fields"] == []
+
+
+def test_diff_lists_a_removed_stage(cli, tmp_path):
+    spec = tmp_path / "three.yaml"
+    spec.write_text("spec_version: 1\nextends: resnet18\nname: resnet18\n"
+                    "description: ResNet-18 from \"Deep Residual Learning for Image Recognition\" (He et al., 2015)\n")
+    spec.write_text(spec.read_text() + "stages: [{channels: 64, blocks: 2}, {channels: 128, blocks: 2, stride: 2},"
+                    " {channels: 256, blocks: 2, stride: 2}]\n")
+    code, out, _ = cli(["diff", "resnet18", spec, "--format", "json"])
+    result = json.loads(out)
+    assert code == 1
+    assert result["fields"] == [{"path": "$.stages[3]",
+                                 "a": {"channels": 512, "blocks": 2, "stride": 2, "dilation": 1}}]
+    layer4 = next(s for s in result["stages"] if s["name"] == "layer4")
+    assert layer4["params_b"] is None and layer4["params_a"] > 0
+    head = next(s for s in result["stages"] if s["name"] == "head")
+    assert head["params_b"] == 256 * 1000 + 1000
+
+
+def test_diff_bad_spec_is_reported(cli):
+    code, _, err = cli(["diff", "resnet18", "resnet_nope"])
+    assert code == 1 and "no shipped spec" in err

@@ -75,7 +75,7 @@ def predict(trained: Trained, images: list[str], topk: int, batch_size: int, dev
                 on_bad(bad)
         if not good:
             continue
-        probs = trained.model(torch.stack([x for x, _ in good]).to(device)).float().softmax(dim=1)
+        probs = trained.model(data.normalize(torch.stack([x for x, _ in good]), device)).float().softmax(dim=1)
         values, indices = probs.topk(k, dim=1)
         for (_, path), vs, ix in zip(good, values.tolist(), indices.tolist()):
             out.append(Prediction(path, tuple((trained.classes[i], i, v) for v, i in zip(vs, ix))))
@@ -119,7 +119,7 @@ def evaluate(trained: Trained, folder: str | Path, batch_size: int, workers: int
         skipped += len(bad)
         if len(targets) == 0:
             continue
-        logits = trained.model(images.to(device)).float().cpu()
+        logits = trained.model(data.normalize(images, device)).float().cpu()
         hits += metrics.topk_correct(logits, targets, (1, 5))
         confusion += torch.bincount(targets * n + logits.argmax(dim=1), minlength=n * n).reshape(n, n)
     seen = int(confusion.sum())

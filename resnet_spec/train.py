@@ -136,8 +136,7 @@ class Run:
         self.seen_bad: set[str] = set()
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
-        return images.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else images
+        return data.normalize(images, self.device, self.cfg.channels_last)
 
     def _report_bad(self, skipped: list[str]) -> None:
         for reason in skipped:
@@ -166,7 +165,7 @@ class Run:
                 self.scheduler.step()  # keep the schedule in step with the batch count
                 continue
             if n == 0:  # every rank must join DDP's gradient all-reduce: an empty batch contributes zero
-                images = torch.zeros(0, 3, self.cfg.image_size, self.cfg.image_size)
+                images = torch.zeros(0, 3, self.cfg.image_size, self.cfg.image_size, dtype=torch.uint8)
             images, targets = self._inputs(images), targets.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                 logits = self.net(images)

@@ -67,24 +67,32 @@ def _as_text(name: str, ref: str, keys, out, same: bool) -> str:
     lines = [f"{name} vs {ref}",
              f"state_dict: {keys.ours} keys in the spec's model, {keys.theirs} in the reference: "
              f"{len(keys.missing)} missing, {len(keys.extra)} extra, {len(keys.mismatched)} of another shape"]
-    rows = ([("missing", k, None, s) for k, s in keys.missing] + [("extra", k, s, None) for k, s in keys.extra]
-            + [("shape", k, a, b) for k, a, b in keys.mismatched])
+    rows = key_table(keys)
     if rows:
-        width = max(len(k) for _, k, _, _ in rows[:MAX_ROWS])
-        lines.append(f"  {'':<8} {'key':<{width}}  {'spec':>16}  {'reference':>16}")
-        for kind, k, a, b in rows[:MAX_ROWS]:
-            lines.append(f"  {kind:<8} {k:<{width}}  {_shape(a):>16}  {_shape(b):>16}")
-        if len(rows) > MAX_ROWS:
-            lines.append(f"  ... and {len(rows) - MAX_ROWS} more (--format json lists them all)")
+        lines += rows
         lines.append("outputs not compared: the reference's weights do not load strictly")
     else:
-        lines.append(f"weights: the reference's loaded strictly (norm weights and running statistics randomised)")
+        lines.append("weights: the reference's loaded strictly (norm weights and running statistics randomised)")
         lines.append(f"outputs ({out.dtype}, {out.device}, input {_shape(out.input_shape)}): "
                      + (f"max abs diff {out.max_abs:.3g}, max rel diff {out.max_rel:.3g} "
                         f"(tolerance {out.tolerance:g}, relative to max |reference output|)"
                         if out.shapes_match else "output shapes differ"))
     lines.append("same network" if same else "DIFFERENT networks")
     return "\n".join(lines)
+
+
+def key_table(keys, theirs: str = "reference") -> list[str]:
+    """The key diff as table lines: shape mismatches first, then missing and extra keys."""
+    rows = ([("shape", k, a, b) for k, a, b in keys.mismatched] + [("missing", k, None, s) for k, s in keys.missing]
+            + [("extra", k, s, None) for k, s in keys.extra])
+    if not rows:
+        return []
+    width = max(len(k) for _, k, _, _ in rows[:MAX_ROWS])
+    lines = [f"  {'':<8} {'key':<{width}}  {'spec':>16}  {theirs:>16}"]
+    lines += [f"  {kind:<8} {k:<{width}}  {_shape(a):>16}  {_shape(b):>16}" for kind, k, a, b in rows[:MAX_ROWS]]
+    if len(rows) > MAX_ROWS:
+        lines.append(f"  ... and {len(rows) - MAX_ROWS} more (--format json lists them all)")
+    return lines
 
 
 def _as_json(name: str, ref: str, keys, out, same: bool) -> dict:

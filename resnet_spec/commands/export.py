@@ -1,0 +1,94 @@
+"""resnet-spec export: write a spec's model as TorchScript, ONNX, safetensors or a state_dict, checked by reading it back."""
+from __future__ import annotations
+
+import sys
+
+from ..cli import CommandError
+
+
+def register(sub) -> None:
+    from ..cli import add_command
+    from ..export import FORMATS
+    p = add_command(sub, "export", "Export a spec's model (seeded random weights, or --weights) to a deployment "
+                    "format. The export is loaded back and compared with the torch model before the file is "
+                    "written atomically; ONNX is run with onnxruntime on a dynamic batch axis.",
+                    "  resnet-spec export resnet50 --format onnx --out resnet50.onnx --weights run/best.pt\n"
+                    "  resnet-spec export resnet18 --format torchscript --out resnet18.ts --input-size 64\n"
+                    "  resnet-spec export specs/resnet34.yaml --format safetensors --out resnet34.safetensors")
+    p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
+    p.add_argument("--format", required=True, choices=FORMATS, help="what to write")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    p.add_argument("--weights", metavar="CKPT", help="a resnet-spec checkpoint, a plain state_dict (.pt) or "
+                   ".safetensors file whose keys and shapes match the spec (default: seeded random weights)")
+    p.add_argument("--num-classes", type=int, metavar="N", help="resize the classifier to N outputs")
+    p.add_argument("--input-size", type=int, metavar="N",
+                   help="input height and width used to trace and check (default: the spec's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and check inputs (default: 0)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    for flag in ("input_size", "num_classes"):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            raise CommandError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
+    from ..api import load_spec
+    from ..fileio import check_writable
+    from ..spec import with_num_classes
+    spec = load_spec(args.spec)
+    if args.num_classes is not None:
+        spec = with_num_classes(spec, args.num_classes)
+    check_writable(args.out)
+
+    import torch
+
+    from ..export import export
+    from ..factory import build_model
+    torch.manual_seed(args.seed)
+    model = build_model(spec)
+    if args.weights:
+        _load_weights(model, args.weights)
+    else:
+        print("no --weights given: exporting the seeded random initialisation", file=sys.stderr)
+    size = args.input_size or spec.input_size
+    check = export(model, spec, args.format, args.out, size, args.seed)
+    mb = check.path.stat().st_size / 2**20
+    print(f"wrote {check.path} ({check.format}, {mb:.1f} MB)")
+    if check.format in ("state_dict", "safetensors"):
+        print(f"checked: {check.check}")
+    else:
+        print(f"checked: {check.check}: max abs diff {check.max_abs:.3g}, max rel diff {check.max_rel:.3g} "
+              f"(tolerance {check.tolerance:g}, relative to max |torch output|)")
+    return 0
+
+
+def _load_weights(model, path: str) -> None:
+    """Load a checkpoint into model strictly; a key or shape that does not match the spec is shown, then refused."""
+    from ..compare import key_diff, load_strict
+    from .compare import key_table
+    state = _read_state_dict(path)
+    keys = key_diff(model.state_dict(), state)
+    if not keys.same:
+        print("\n".join(key_table(keys, theirs="checkpoint")), file=sys.stderr)
+        raise CommandError(f"{path}: weights do not match the spec: {len(keys.missing)} missing, "
+                           f"{len(keys.extra)} extra, {len(keys.mismatched)} of another shape (table above)")
+    load_strict(model, state)
+
+
+def _read_state_dict(path: str) -> dict:
+    import torch
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise CommandError('reading .safetensors needs safetensors: pip install "resnet-spec[export]"') from None
+        try:
+            return load_file(path)
+        except Exception as e:  # a missing, truncated or foreign file: unusable input, one line
+            raise CommandError(f"{path}: not a loadable safetensors file ({str(e).strip()[:200]})") from None
+    from ..checkpoint import load_file
+    obj = load_file(path)
+    state = obj.get("state_dict", obj)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CommandError(f"{path}: holds no state_dict (a mapping of names to tensors)")
+    return state

@@ -1,0 +1,131 @@
+"""export: each format written atomically, read back here independently, and compared with the torch model."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from resnet_spec.factory import build_model
+
+SPEC = "resnet10"
+SIZE = 32
+
+
+def _seeded(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(SPEC).eval()
+
+
+def _export(cli, tmp_path, fmt: str, *extra: str) -> tuple[int, str, str, object]:
+    out = tmp_path / f"model.{fmt}"
+    code, stdout, stderr = cli(["export", SPEC, "--format", fmt, "--out", out, "--input-size", SIZE, *extra])
+    return code, stdout, stderr, out
+
+
+def test_state_dict(cli, tmp_path):
+    code, out, err, path = _export(cli, tmp_path, "state_dict")
+    assert code == 0, err
+    assert "checked: every tensor read back" in out
+    loaded = torch.load(path, weights_only=True)
+    want = _seeded().state_dict()
+    assert loaded.keys() == want.keys() and all(torch.equal(loaded[k], want[k]) for k in want)
+
+
+def test_safetensors_with_spec_metadata(cli, tmp_path):
+    from safetensors import safe_open
+    code, _, err, path = _export(cli, tmp_path, "safetensors")
+    assert code == 0, err
+    want = _seeded().state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        assert [s["blocks"] for s in json.loads(f.metadata()["spec"])["stages"]] == [1, 1, 1, 1]
+        assert set(f.keys()) == set(want)
+        assert all(torch.equal(f.get_tensor(k), want[k]) for k in want)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_torchscript(cli, tmp_path):
+    code, out, err, path = _export(cli, tmp_path, "torchscript")
+    assert code == 0, err
+    assert "max rel diff" in out
+    loaded = torch.jit.load(str(path))
+    x = torch.randn(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), _seeded()(x), rtol=0, atol=0)
+
+
+def test_onnx_runs_in_onnxruntime_at_another_batch_size(cli, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    code, out, err, path = _export(cli, tmp_path, "onnx")
+    assert code == 0, err
+    assert "onnxruntime vs torch at batch 2 and 3" in out
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert isinstance(session.get_inputs()[0].shape[0], str)  # a named, dynamic batch axis
+    x = torch.randn(5, 3, SIZE, SIZE)
+    (got,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        want = _seeded()(x)
+    # onnxruntime fuses conv + BN and sums in another order: float32 rounding, well under 1e-4 of the scale.
+    assert (torch.from_numpy(got) - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+def test_weights_from_a_checkpoint(cli, tmp_path):
+    ckpt = tmp_path / "r10.pt"
+    assert cli(["build", SPEC, "--input-size", SIZE, "--seed", "7", "--out", ckpt])[0] == 0
+    code, _, err, path = _export(cli, tmp_path, "state_dict", "--weights", str(ckpt))
+    assert code == 0, err
+    want = torch.load(ckpt, weights_only=True)["state_dict"]
+    got = torch.load(path, weights_only=True)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert not all(torch.equal(got[k], v) for k, v in _seeded(0).state_dict().items())
+
+
+def test_weights_from_a_plain_torchvision_state_dict(cli, tmp_path):
+    import torchvision
+    sd = tmp_path / "tv18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), sd)
+    out = tmp_path / "r18.safetensors"
+    code, _, err = cli(["export", "resnet18", "--format", "safetensors", "--out", out, "--weights", sd])
+    assert code == 0, err
+
+
+def test_weights_that_do_not_match_show_the_key_diff(cli, tmp_path):
+    import torchvision
+    sd = tmp_path / "tv34.pt"
+    torch.save(torchvision.models.resnet34().state_dict(), sd)
+    code, out, err, path = _export(cli, tmp_path, "state_dict", "--weights", str(sd))
+    assert code == 1 and not path.exists()
+    assert "weights do not match the spec" in err
+    assert "layer1.1.conv1.weight" in err and "missing" in err  # resnet10 has one block per stage
+
+
+def test_bad_weights_file(cli, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    code, _, err, _ = _export(cli, tmp_path, "state_dict", "--weights", str(bad))
+    assert code == 1 and str(bad) in err and len(err.strip().splitlines()) == 1
+
+
+def test_without_onnxruntime_says_how_to_install(cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    code, _, err, path = _export(cli, tmp_path, "onnx")
+    assert code == 1 and 'pip install "resnet-spec[export]"' in err
+    assert not path.exists()
+
+
+def test_failed_check_leaves_the_old_file(cli, tmp_path, monkeypatch):
+    from resnet_spec import export
+    monkeypatch.setitem(export.TOLERANCE, "torchscript", -1.0)  # no result can pass
+    path = tmp_path / "model.torchscript"
+    path.write_text("old")
+    code, _, err, _ = _export(cli, tmp_path, "torchscript")
+    assert code == 1 and "export check failed" in err
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.torchscript"]  # no temp file left
+
+
+def test_bad_output_and_format(cli, tmp_path):
+    code, _, err = cli(["export", SPEC, "--format", "onnx", "--out", tmp_path / "no" / "m.onnx"])
+    assert code == 1 and "does not exist" in err
+    assert cli(["export", SPEC, "--format", "keras", "--out", tmp_path / "m"])[0] == 2

@@ -9,6 +9,7 @@ Writes the table to benchmarks/results.md and exits 1 when a goal is missed.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import platform
 import statistics
@@ -53,10 +54,15 @@ class Settings:
     build_repeats: int
     validate_runs: int
     compile: bool
+    clock: Callable[[], float] = time.perf_counter
 
 
-def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each fn: warm-up, then repeats in alternating order (ABC, CBA, ...)."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds per call of each fn (by `clock`): warm-up, then repeats in alternating order (ABC, CBA, ...)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -64,9 +70,9 @@ def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int)
     names = list(fns)
     for r in range(repeats):
         for k in (names if r % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
+            t0 = clock()
             fns[k]()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return times
 
 
@@ -120,7 +126,7 @@ def forward_rows(name: str, s: Settings) -> list[Row]:
                 fns["compile"] = lambda: comp(x)
             except Exception as e:  # a missing C++ toolchain must not hide the other rows
                 notes["compile"] = f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
-        times = interleaved(fns, s.warmup, s.repeats)
+        times = interleaved(fns, s.warmup, s.repeats, s.clock)
     same = torch.equal(y_ours, y_ref)
     eager = paired_ratio(times["ours"], times["ref"])
     opt_speed = paired_ratio(times["ref"], times["opt"])
@@ -159,7 +165,7 @@ def build_rows(name: str, s: Settings) -> list[Row]:
 
     with torch.inference_mode():
         same_load = torch.equal(ours_load().eval()(x), ref_load().eval()(x))
-    t_load = interleaved({"ref": ref_load, "ours": ours_load}, 1, s.build_repeats)
+    t_load = interleaved({"ref": ref_load, "ours": ours_load}, 1, s.build_repeats, s.clock)
     load_speed = paired_ratio(t_load["ref"], t_load["ours"])
 
     spec = load_spec(name)
@@ -173,7 +179,7 @@ def build_rows(name: str, s: Settings) -> list[Row]:
     ref_rand, ours_rand = seeded(ctor), seeded(lambda: build_model(spec))
     a, b = ours_rand().state_dict(), ref_rand().state_dict()
     same_init = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    t_rand = interleaved({"ref": ref_rand, "ours": ours_rand}, 1, s.build_repeats)
+    t_rand = interleaved({"ref": ref_rand, "ours": ours_rand}, 1, s.build_repeats, s.clock)
     rand = paired_ratio(t_rand["ours"], t_rand["ref"])
     return [
         Row("build to load weights", name, ms(t_load["ours"]), ms(t_load["ref"]), f"{load_speed:.1f}x",
@@ -191,11 +197,12 @@ def validate_row(s: Settings) -> Row:
     specs = sorted(str(p) for p in (ROOT / "specs").glob("*.yaml"))
     script = Path(sys.executable).parent / "resnet-spec"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "resnet_spec"]
-    walls, codes = [], set()
+    walls, cpus, codes = [], [], set()
     for _ in range(s.validate_runs):
-        t0 = time.perf_counter()
+        c0, t0 = _children_cpu(), time.perf_counter()
         codes.add(subprocess.run(cmd + ["validate", *specs], capture_output=True).returncode)
         walls.append(time.perf_counter() - t0)
+        cpus.append(_children_cpu() - c0)
     probe = ("import sys; from resnet_spec.cli import main; rc = main(['validate', *sys.argv[1:]]); "
              "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', rc, file=sys.stderr)")
     err = subprocess.run([sys.executable, "-c", probe, *specs], capture_output=True, text=True).stderr
@@ -204,7 +211,14 @@ def validate_row(s: Settings) -> Row:
     return Row("validate (subprocess)", f"{len(specs)} specs", f"{wall * 1e3:.0f} ms", "-", "-",
                "< 0.5 s wall, no torch import", wall < 0.5 and torch_free and codes == {0},
                f"{' '.join(Path(c).name for c in cmd)} validate specs/*.yaml; exit {sorted(codes)}; "
+               f"CPU time {statistics.median(cpus) * 1e3:.0f} ms; "
                + ("torch not imported" if torch_free else "TORCH IMPORTED or validation failed"))
+
+
+def _children_cpu() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def cuda_rows(name: str, batch: int, s: Settings) -> list[Row]:
@@ -238,13 +252,56 @@ def cuda_rows(name: str, batch: int, s: Settings) -> list[Row]:
             for k in labels]
 
 
-def training_row(s: Settings) -> Row | None:
-    """The train loop's images/s against a bare forward+backward+step loop; None until the loop exists."""
-    try:
-        from resnet_spec import train  # noqa: F401  (written by another part of the project)
-    except ImportError:
-        return None
-    return None  # TODO(integration): time train's public loop once its interface is settled
+# 112 px keeps a repeat short on two cores; the loop's own cost per step is the same at any size.
+TRAIN_MODEL, TRAIN_STEPS, TRAIN_SIZE = "resnet18", 6, 112
+
+
+def training_row(s: Settings) -> Row:
+    """Images/s of the train command's epoch loop (Run.train_epoch) on in-memory batches, against a bare
+    forward + backward + SGD step loop over the same batches, the same model object and the same optimizer settings."""
+    import contextlib
+    import tempfile
+
+    import torch.nn.functional as F
+
+    from resnet_spec import data, distributed
+    from resnet_spec.train import Run, TrainConfig
+
+    classes = tuple(f"c{i}" for i in range(10))
+    # Run's DataLoaders are lazy, so these paths are never read: the loader is swapped for in-memory batches.
+    split = data.Split(Path("-"), classes, tuple((f"-/{i}.png", i % 10) for i in range(BATCH * TRAIN_STEPS)))
+    g = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(BATCH, 3, TRAIN_SIZE, TRAIN_SIZE, generator=g), torch.randint(0, 10, (BATCH,), generator=g), [])
+               for _ in range(TRAIN_STEPS)]
+    with tempfile.TemporaryDirectory() as out:
+        cfg = TrainConfig(spec=TRAIN_MODEL, data="-", out=out, image_size=TRAIN_SIZE, epochs=1000, batch_size=BATCH,
+                          workers=0, lr=0.01, device="cpu")
+        run = Run(cfg, load_spec(TRAIN_MODEL), split, split, None, distributed.from_env())
+        run.train_loader = batches
+        model = run.model
+        bare_opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        epoch = iter(range(1000))
+
+        def loop() -> None:
+            with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
+                run.train_epoch(next(epoch))
+
+        def bare() -> None:
+            model.train()
+            for images, targets, _ in batches:
+                loss = F.cross_entropy(model(images), targets)
+                bare_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                bare_opt.step()
+
+        times = interleaved({"ours": loop, "ref": bare}, 1, max(3, s.build_repeats // 2), s.clock)
+    n = BATCH * TRAIN_STEPS
+    ips_loop, ips_bare = n / statistics.median(times["ours"]), n / statistics.median(times["ref"])
+    overhead = paired_ratio(times["ours"], times["ref"]) - 1
+    return Row("training loop (in-memory data)", TRAIN_MODEL, f"{ips_loop:.2f} img/s", f"{ips_bare:.2f} img/s",
+               f"{100 * overhead:+.1f}%", "overhead < 10%", overhead < 0.10,
+               f"Run.train_epoch vs bare fwd+bwd+SGD step; {TRAIN_STEPS} steps of batch {BATCH}, "
+               f"{TRAIN_SIZE}x{TRAIN_SIZE}, per repeat")
 
 
 def machine() -> list[str]:
@@ -277,14 +334,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda adds images/s rows on the GPU to the CPU rows")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                   help="wall time, or process CPU time (steadier on a shared machine; use with --threads 1)")
+    p.add_argument("--no-train", action="store_true", help="skip the training-loop row")
     p.add_argument("--cuda-batch", type=int, default=128, help="batch size of the CUDA rows (default: 128)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md", help="the markdown table")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench: --device cuda asked for, but no CUDA device is available", file=sys.stderr)
         return 2
-    s = (Settings(warmup=1, repeats=5, build_repeats=3, validate_runs=3, compile=False) if args.quick else
-         Settings(warmup=2, repeats=21, build_repeats=11, validate_runs=7, compile=not args.no_compile))
+    if args.threads is not None:
+        if args.threads < 1:
+            print("bench: --threads must be at least 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.clock]
+    s = (Settings(warmup=1, repeats=5, build_repeats=3, validate_runs=3, compile=False, clock=clock) if args.quick else
+         Settings(warmup=2, repeats=31, build_repeats=15, validate_runs=9, compile=not args.no_compile, clock=clock))
     header = machine()
     print("\n".join(header), flush=True)
     rows: list[Row] = []
@@ -303,17 +370,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         for name in MODELS:
             add(cuda_rows(name, args.cuda_batch, s))
-    train = training_row(s)
-    if train is not None:
-        add([train])
+    if not args.no_train:
+        add([training_row(s)])
     missed = [r for r in rows if r.ok is False]
     command = "python benchmarks/bench.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     text = (f"# resnet-spec benchmark\n\nCommand: `{command}`  \n" + "  \n".join(header)
             + f"  \nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n\n"
-            + f"CPU rows: batch {BATCH}, {SIZE}x{SIZE}, fp32, torch.inference_mode; medians of {s.repeats} interleaved "
+            + f"CPU rows: batch {BATCH}, {SIZE}x{SIZE}, fp32, torch.inference_mode, {args.clock} clock; "
+            + f"medians of {s.repeats} interleaved "
             + f"repeats after {s.warmup} warm-up (builds: {s.build_repeats} repeats); ratios are medians of paired "
             + "ratios.\n\n" + table(rows)
-            + ("\nTraining-loop row: not measured (no train loop to call yet).\n" if train is None else "")
             + f"\nGoals met: {sum(r.ok is True for r in rows)} of {sum(r.ok is not None for r in rows)}.\n")
     atomic_write(args.out, lambda f: f.write(text.encode()))
     print(f"wrote {args.out}; " + (f"{len(missed)} goal(s) missed" if missed else "every goal met"))

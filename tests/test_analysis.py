@@ -81,7 +81,7 @@ def test_dry_run_of_a_two_billion_parameter_spec_allocates_nothing(tmp_path):
     result = json.loads(out.stdout)
     assert result["params"] > 2_000_000_000
     # Real fp32 weights would take 8 GB; the meta device keeps the peak RSS within a small margin.
-    assert result["grew_kib"] < 200 * 1024, result
+    assert result["grew_kib"] < 64 * 1024, result
 
 
 def test_build_dry_run_prints_the_table(cli):

@@ -14,7 +14,8 @@ def register(sub) -> None:
                     "  resnet-spec build specs/resnet34.yaml\n"
                     "  resnet-spec build resnet50 --device cuda --batch 32\n"
                     "  resnet-spec build my_net.yaml --num-classes 10 --input-size 64 --out my_net.pt\n"
-                    "  resnet-spec build resnet152 --dry-run --verbose")
+                    "  resnet-spec build resnet152 --dry-run --verbose\n"
+                    "  resnet-spec build resnet50 --dry-run --diagram resnet50.svg")
     p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--input-size", type=int, metavar="N", help="input height and width (default: the spec's)")
@@ -24,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for the weights and input (default: 0)")
     p.add_argument("--dry-run", action="store_true", help="print the table only; allocate no real tensors")
     p.add_argument("--verbose", action="store_true", help="one row per block instead of per stage")
+    p.add_argument("--diagram", metavar="FILE", help="also draw the network stage by stage as an SVG file")
     p.add_argument("--optimize", action="store_true",
                    help="fold each BatchNorm into its conv and use channels_last before the forward pass (inference only)")
     p.add_argument("--weights", metavar="CKPT", help="load this checkpoint's state_dict (strictly) before the forward pass")
@@ -60,9 +62,10 @@ def run(args) -> int:
         spec = with_num_classes(spec, args.num_classes)
     if args.optimize and args.out:
         raise CommandError("--optimize folds the BatchNorms away, so its weights no longer match the spec; drop --out")
-    if args.out:
-        from ..fileio import check_writable
-        check_writable(args.out)
+    from ..fileio import check_writable
+    for out in (args.out, args.diagram):
+        if out:
+            check_writable(out)
 
     import torch
 
@@ -78,6 +81,8 @@ def run(args) -> int:
     print(_table(rows, total))
     print(f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs per image"
           if args.batch == 1 else f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs per batch of {args.batch}")
+    if args.diagram:
+        _write_diagram(args.diagram, spec, rows if not args.verbose else analyse(spec, size), size)
     if args.dry_run:
         return 0
 
@@ -107,6 +112,14 @@ def run(args) -> int:
         save_model(args.out, model, spec)
         print(f"saved {args.out}")
     return 0
+
+
+def _write_diagram(path: str, spec, rows, size: int) -> None:
+    from ..diagram import render_svg
+    from ..fileio import atomic_write
+    svg = render_svg(spec, rows, size).encode("utf-8")
+    atomic_write(path, lambda f: f.write(svg))
+    print(f"wrote {path}")
 
 
 def _device(name: str):

@@ -15,7 +15,8 @@ def _scalar(v: object) -> str:
         s = repr(v)
         mantissa, e, exp = s.partition("e")
         # YAML 1.1 (PyYAML) reads 1e-05 as text: a float needs a dot, and a signed exponent.
-        return (mantissa if "." in mantissa else mantissa + ".0") + (f"e{exp if exp[0] in '+-' else '+' + exp}" if e else "")
+        mantissa = mantissa if "." in mantissa else mantissa + ".0"
+        return mantissa + (f"e{exp if exp[0] in '+-' else '+' + exp}" if e else "")
     if isinstance(v, int):
         return str(v)
     s = str(v)

@@ -98,3 +98,11 @@ def test_unexpressible_block_part(tmp_path):
 def test_import_out_folder_missing(cli, tmp_path):
     code, _, err = cli(["import", "torchvision:resnet18", "--out", tmp_path / "no" / "x.yaml"])
     assert code == 1 and "does not exist" in err
+
+
+@pytest.mark.parametrize("value", [1e-05, 0.1, 1e20, 2.5e-7, 0.0625, 3, "3x3", "yes", "on", "a: b", "resnet50",
+                                   True, None, {"type": "se", "ratio": 0.25}, [1, 2]])
+def test_written_yaml_reads_back_as_the_same_value(value):
+    import yaml
+    from resnet_spec.yamlwrite import flow
+    assert yaml.safe_load(f"v: {flow(value)}") == {"v": value}

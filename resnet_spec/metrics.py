@@ -8,7 +8,9 @@ from pathlib import Path
 from .fileio import atomic_write
 
 # metrics.csv columns, in order; one row per completed epoch.
-COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "images_per_s", "skipped_images", "epoch_s")
+# data_wait_s is the part of train_s the loop spent waiting for the loader (mean over ranks).
+COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "images_per_s", "train_s", "data_wait_s",
+           "skipped_images", "epoch_s")
 
 
 def topk_correct(logits, targets, ks: tuple[int, ...]):

@@ -146,23 +146,26 @@ class Run:
                 tqdm.write(f"resnet-spec train: skipping unreadable image {reason}", file=sys.stderr)
 
     def train_epoch(self, epoch: int):
-        """One pass over train/: returns (summed loss, images, skipped) for this rank as a float64 tensor."""
+        """One pass over train/: (summed loss, images, skipped images, seconds spent waiting for data) on this rank."""
         from tqdm import tqdm
         # Each epoch's augmentation and worker seeds are a function of (seed, epoch, rank) alone.
         runstate.seed_everything(self.cfg.seed * 1_000_003 + epoch * 1_009 + self.dist.rank)
         self.sampler.set_epoch(epoch)
         self.net.train()
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        waited = 0.0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
                    disable=not self.dist.main, file=sys.stderr, dynamic_ncols=True, leave=True)
-        t0 = time.perf_counter()
+        t0 = ready = time.perf_counter()
         for step, (images, targets, skipped) in enumerate(bar):
+            waited += time.perf_counter() - ready  # the loader, not the model, held us up this long
             if skipped:
                 self._report_bad(skipped)
                 totals[2] += len(skipped)
             n = len(targets)
             if n == 0 and not self.dist.enabled:
                 self.scheduler.step()  # keep the schedule in step with the batch count
+                ready = time.perf_counter()
                 continue
             if n == 0:  # every rank must join DDP's gradient all-reduce: an empty batch contributes zero
                 images = torch.zeros(0, 3, self.cfg.image_size, self.cfg.image_size, dtype=torch.uint8)
@@ -181,8 +184,9 @@ class Run:
                 seen = totals[1].item()  # a device sync, so only every 10 steps
                 rate = seen * self.dist.world / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{totals[0].item() / max(seen, 1):.4f}", img_s=f"{rate:.0f}", refresh=False)
+            ready = time.perf_counter()
         bar.close()
-        return totals
+        return torch.cat([totals, torch.tensor([waited], dtype=torch.float64, device=self.device)])
 
     @torch.no_grad()
     def evaluate(self):
@@ -216,10 +220,11 @@ class Run:
             distributed.broadcast_buffers(self.model, self.dist)
             val_totals = self.evaluate()
             summed = distributed.all_sum(torch.cat([train_totals, val_totals]).cpu(), self.dist).tolist()
-            loss, seen, bad_train, vloss, top1, top5, vseen, bad_val = summed
+            loss, seen, bad_train, waited, vloss, top1, top5, vseen, bad_val = summed
             row = {"epoch": epoch + 1, "train_loss": loss / max(seen, 1), "val_loss": vloss / max(vseen, 1),
                    "val_top1": top1 / max(vseen, 1), "val_top5": top5 / max(vseen, 1),
                    "lr": lr, "images_per_s": seen / train_s,
+                   "data_wait_s": waited / self.dist.world, "train_s": train_s,
                    "skipped_images": int(bad_train + bad_val), "epoch_s": time.perf_counter() - t0}
             self.history.append(row)
             best = row["val_top1"] > self.best_top1

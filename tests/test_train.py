@@ -53,24 +53,28 @@ def _rows(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _train(args: list, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`resnet-spec train` in a fresh process, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "resnet_spec", "train", *map(str, args)], capture_output=True,
-                          text=True, env=ENV, cwd=cwd or ROOT, timeout=300)
-
-
 def _same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
 
+def _train_here(args: list) -> None:
+    """`resnet-spec train` in this process (one torch thread, as the subprocesses have)."""
+    from resnet_spec.cli import main
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", *map(str, args)]) == 0
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def straight(digits, tmp_path_factory) -> Path:
     """A two-epoch run with a constant lr, the reference that resumed runs must reproduce bit for bit."""
     run = tmp_path_factory.mktemp("straight") / "run"
-    r = _train([SPEC, "--data", digits, "--out", run, "--epochs", 2, "--schedule", "none", *FAST])
-    assert r.returncode == 0, r.stderr
+    _train_here([SPEC, "--data", digits, "--out", run, "--epochs", 2, "--schedule", "none", *FAST])
     return run
 
 
@@ -93,10 +97,8 @@ def test_train_writes_checkpoints_logs_and_class_indices(straight):
 
 def test_resume_continues_exactly(digits, straight, tmp_path):
     run = tmp_path / "run"
-    r = _train([SPEC, "--data", digits, "--out", run, "--epochs", 1, "--schedule", "none", *FAST])
-    assert r.returncode == 0, r.stderr
-    r = _train(["--resume", run, "--epochs", 2])
-    assert r.returncode == 0, r.stderr
+    _train_here([SPEC, "--data", digits, "--out", run, "--epochs", 1, "--schedule", "none", *FAST])
+    _train_here(["--resume", run, "--epochs", 2])
     a, b = _load(straight / "last.pt"), _load(run / "last.pt")
     _same_state(a["state_dict"], b["state_dict"])
     assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
@@ -140,8 +142,7 @@ def test_sigkill_mid_epoch_then_resume(digits, straight, tmp_path, when):
     assert len(_rows(run)) == 1
     if when == "save":
         assert list(run.glob(".*.tmp"))  # the half-written temp file is all the kill left behind
-    r = _train(["--resume", run])
-    assert r.returncode == 0, r.stderr
+    _train_here(["--resume", run])
     assert not list(run.glob(".*.tmp"))
     _same_state(_load(straight / "last.pt")["state_dict"], _load(run / "last.pt")["state_dict"])
 

@@ -55,11 +55,14 @@ def check(spec: ResNetSpec, limits: Limits = Limits(), input_size: int | None = 
                          "(--max-activation-mb raises it)")
     try:
         total = totals(analyse(spec, size, batch))
-    except RuntimeError as e:
-        if "overflow" not in str(e):
-            raise
-        raise LimitError(f"{spec.name}: its activations at {size}x{size}, batch {batch}, are too large to "
-                         "address (a tensor size overflows 64 bits)") from None
+    except Exception as e:  # noqa: BLE001 - the meta forward is where a shape no rule foresaw shows up
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if "overflow" in first:
+            raise LimitError(f"{spec.name}: its activations at {size}x{size}, batch {batch}, are too large to "
+                             "address (a tensor size overflows 64 bits)") from None
+        # Nothing real was allocated yet; say so rather than show a traceback.
+        raise CommandError(f"{spec.name}: the network fails on a {size}x{size} input, found on the meta device "
+                           f"before anything was allocated ({type(e).__name__}: {first})") from e
     if total.params > limits.max_params:
         raise LimitError(f"{spec.name}: {total.params:,} parameters, more than the cap of {limits.max_params:,} "
                          "(--max-params raises it)")

@@ -243,6 +243,20 @@ def _attach(parent: list, value: object) -> None:
         container.append(value)
 
 
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's dumper, quoting every string this module would not read back as that string."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML quotes what YAML 1.1 would read as another type, but writes `1e3` bare, which YAML 1.2 reads as a float.
+    if _resolve(value) != value or isinstance(_resolve(value), bool):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
+    return dumper.represent_str(value)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def dump_yaml(data: dict) -> str:
-    """Plain block-style YAML for a resolved spec."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    """Plain block-style YAML for a resolved spec, which load_yaml reads back as the same data."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=100, allow_unicode=True)

@@ -86,10 +86,14 @@ def test_alias_bomb_refused_in_bounded_time_and_memory(tmp_path):
     lines = ["spec_version: 1", 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 21)]
     (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    # The validator alone (the CLI's parser setup may import torch, which maps more than 1 GiB);
+    # the CLI's own output for a bomb is checked in the corpus (alias_bomb).
     r = _run_isolated("import resource, sys\n"
                       "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
-                      "from resnet_spec.cli import main\n"
-                      "sys.exit(main(['validate', 'bomb.yaml']))", tmp_path, timeout=60)
+                      "from resnet_spec.api import validate\n"
+                      "errors = validate('bomb.yaml')\n"
+                      "print(*errors, sep='\\n', file=sys.stderr)\n"
+                      "sys.exit(1 if errors else 0)", tmp_path, timeout=60)
     assert r.returncode == 1
     assert r.stderr == "bomb.yaml:3:10: $.l1: aliases (*l0) are not allowed; use `extends` to reuse a spec\n"
 
@@ -384,3 +388,24 @@ def test_an_interrupt_midway_leaves_the_old_file(tmp_path):
     atomic_write(tmp_path / "out.bin", lambda f: f.write(b"new"))
     assert (tmp_path / "out.bin").read_bytes() == b"new"
     assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644
+
+
+# Specs the fuzzer (tests/test_fuzz.py) found crashing the build. Each must be refused with records.
+
+FUZZ_FINDS = {
+    "no_stages": "spec_version: 1\n",  # KeyError 'stages': the schema does not require it
+    "duplicate_override_index": ("spec_version: 1\nstages:\n  - channels: 8\n    blocks: 1\n    overrides:\n"
+                                 "      - {index: 0, block: {}}\n      - {index: 0, block: {act_before_add: true}}\n"),
+    "deep_tiered_stem_width_3": "spec_version: 1\nstem: {type: deep_tiered, width: 3}\nstages: [{channels: 8, blocks: 1}]\n",
+    "stride_3_conv_shortcut": "spec_version: 1\nstages: [{channels: 8, blocks: 1, stride: 3}]\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUZZ_FINDS))
+def test_fuzz_finds_are_refused_not_crashed(cli, tmp_path, monkeypatch, name):
+    (tmp_path / f"{name}.yaml").write_text(FUZZ_FINDS[name])
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(["build", f"{name}.yaml", "--dry-run"])
+    assert code == 1
+    assert err and all(line.startswith(f"{name}.yaml:") for line in err.splitlines()), err
+    _no_traceback(out, err)

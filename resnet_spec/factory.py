@@ -45,13 +45,14 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
     spec = spec_or_path if isinstance(spec_or_path, ResNetSpec) else load_spec(spec_or_path)
     if num_classes is not None:
         spec = with_num_classes(spec, num_classes)
-    meta = None
-    if limits is not None:
-        meta = _check_build_limits(spec, limits)
+    if limits is not None and spec.num_blocks > limits.max_blocks:  # first: build time grows with the blocks
+        check_limits(spec, limits)
     if init == "random":
-        model: nn.Module = ResNet(spec)
+        model: nn.Module = ResNet(spec) if limits is None else _capped_build(spec, limits)
     else:
-        model = meta if meta is not None else _meta_model(spec)
+        model = _meta_model(spec)
+        if limits is not None and sum(p.numel() for p in model.parameters()) > limits.max_params:
+            check_limits(spec, limits)
         if weights is not None:
             model.load_state_dict(weights, strict=True, assign=True)
             materialize_buffers(model)
@@ -66,20 +67,37 @@ def _meta_model(spec: ResNetSpec) -> nn.Module:
         return ResNet(spec)
 
 
-def _check_build_limits(spec: ResNetSpec, limits: Limits) -> nn.Module:
-    """The caps that bear on a build (blocks, then parameters, counted on a meta-device model); returns that model.
+class _OverCap(Exception):
+    """Raised from the parameter-registration hook once a build passes limits.max_params."""
 
-    limits.check's full analysis (a traced forward pass on the meta device) costs about 40% of
-    torchvision's resnet50 constructor, and five times an init="none" build, so it runs here only to
-    word the error once a cap is known to be passed. Activation memory is the forward pass's
-    concern: `resnet-spec build` checks it with the command's input size and batch.
+
+def _capped_build(spec: ResNetSpec, limits: Limits) -> nn.Module:
+    """ResNet(spec), stopped by LimitError as soon as its parameters pass limits.max_params.
+
+    The count runs during the real build, in a hook on each parameter's registration: a parameter
+    is registered before its init writes to it, so an oversized model stops before its memory is
+    touched. A separate meta-device build to count first would cost about a tenth of the build,
+    and limits.check's traced analysis about 40%. Activation memory is the forward pass's concern:
+    `resnet-spec build` checks it with the command's input size and batch.
     """
-    if spec.num_blocks > limits.max_blocks:  # first: a meta build's time grows with the blocks
-        check_limits(spec, limits)
-    meta = _meta_model(spec)
-    if sum(p.numel() for p in meta.parameters()) > limits.max_params:
-        check_limits(spec, limits)
-    return meta
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+    count = 0
+
+    def hook(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        nonlocal count
+        count += 0 if param is None else param.numel()
+        if count > limits.max_params:
+            raise _OverCap
+    # The hook is global to nn.Module: a model built in another thread meanwhile would add to the count.
+    handle = register_module_parameter_registration_hook(hook)
+    try:
+        return ResNet(spec)
+    except (_OverCap, RuntimeError) as e:  # RuntimeError: one tensor too large to allocate at all
+        failed = e
+    finally:
+        handle.remove()
+    check_limits(spec, limits)  # raises LimitError, worded from the meta-device analysis (hook removed first)
+    raise failed
 
 
 class _SkipMetaFills(TorchFunctionMode):

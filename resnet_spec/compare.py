@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .cli import CommandError
+from .spec import ResNetSpec
 
 SOURCES = ("torchvision", "timm")
 # Largest accepted max|ours - ref| / max|ref|. float64 runs the same ops in the same order, so
@@ -136,23 +137,21 @@ def output_diff(ours: nn.Module, theirs: nn.Module, x: torch.Tensor) -> OutputDi
                       TOLERANCE.get(x.dtype, 1e-5), shapes_match)
 
 
-def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], assign: bool = False) -> None:
-    """load_state_dict(strict=True), its failure as a one-line CommandError."""
-    try:
-        model.load_state_dict(state_dict, strict=True, assign=assign)
-    except RuntimeError as e:
-        raise CommandError(str(e).strip().splitlines()[0]) from None
-
-
-def compare_to_model(ours: nn.Module, theirs: nn.Module, in_channels: int, input_size: int, batch: int,
-                     device: torch.device, dtype: torch.dtype, seed: int) -> tuple[KeyDiff, OutputDiff | None]:
-    """Key diff; if the keys match, load the reference's weights into ours strictly and compare outputs."""
-    keys = key_diff(ours.state_dict(), theirs.state_dict())
+def compare_to_model(spec: ResNetSpec, theirs: nn.Module, input_size: int, batch: int, device: torch.device,
+                     dtype: torch.dtype, seed: int) -> tuple[KeyDiff, OutputDiff | None]:
+    """Key diff of the spec's model (on the meta device) with `theirs`; if the keys match, build the spec's
+    model around the reference's tensors (a strict load, no copy, no random init) and compare outputs."""
+    from .analysis import meta_model
+    from .factory import build_model
+    keys = key_diff(meta_model(spec).state_dict(), theirs.state_dict())
     if not keys.same:
         return keys, None
-    load_strict(ours, theirs.state_dict(), assign=True)  # share the tensors: no copy of a large model
+    try:
+        ours = build_model(spec, init="none", weights=theirs.state_dict())
+    except RuntimeError as e:  # load_state_dict's own refusal, as one line
+        raise CommandError(str(e).strip().splitlines()[0]) from None
     ours.to(device=device, dtype=dtype).eval()
     theirs.to(device=device, dtype=dtype).eval()
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, in_channels, input_size, input_size, generator=g, dtype=dtype).to(device)
+    x = torch.randn(batch, spec.in_channels, input_size, input_size, generator=g, dtype=dtype).to(device)
     return keys, output_diff(ours, theirs, x)

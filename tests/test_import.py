@@ -9,7 +9,6 @@ import torch
 from conftest import SPECS
 from resnet_spec.api import load_spec
 from resnet_spec.compare import Reference, compare_to_model, randomise_norms_, reference_model
-from resnet_spec.factory import build_model
 from resnet_spec.importer import import_model
 
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -34,8 +33,7 @@ def _round_trip(ref: Reference, tmp_path) -> None:
     if (SPECS / f"{ref.name}.yaml").exists():  # it says what the shipped spec says
         assert _structure(spec) == _structure(load_spec(ref.name))
     randomise_norms_(theirs, seed=1)
-    keys, out = compare_to_model(build_model(spec), theirs, spec.in_channels, 32, 1, torch.device("cpu"),
-                                 torch.float32, seed=1)
+    keys, out = compare_to_model(spec, theirs, 32, 1, torch.device("cpu"), torch.float32, seed=1)
     assert keys.same, keys
     assert out.same and out.max_abs == 0.0, out  # same ops in the same order: bit-identical
 

@@ -45,16 +45,13 @@ def run(args) -> int:
     import torch
 
     from ..compare import compare_to_model, randomise_norms_, reference_model
-    from ..factory import build_model
     from .build import _device
     device = _device(args.device)
     dtype = getattr(torch, args.dtype)
     theirs = reference_model(ref)
     randomise_norms_(theirs, args.seed)
-    torch.manual_seed(args.seed)
-    ours = build_model(spec)
     size = args.input_size or spec.input_size
-    keys, out = compare_to_model(ours, theirs, spec.in_channels, size, args.batch, device, dtype, args.seed)
+    keys, out = compare_to_model(spec, theirs, size, args.batch, device, dtype, args.seed)
     same = keys.same and out is not None and out.same
     if args.format == "json":
         print(json.dumps(_as_json(spec.name, str(ref), keys, out, same), indent=2))

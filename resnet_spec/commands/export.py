@@ -47,12 +47,12 @@ def run(args) -> int:
 
     from ..export import export
     from ..factory import build_model
-    torch.manual_seed(args.seed)
-    model = build_model(spec)
     if args.weights:
-        _load_weights(model, args.weights)
+        model = build_model(spec, init="none", weights=_matching_weights(spec, args.weights))
     else:
         print("no --weights given: exporting the seeded random initialisation", file=sys.stderr)
+        torch.manual_seed(args.seed)
+        model = build_model(spec)
     size = args.input_size or spec.input_size
     check = export(model, spec, args.format, args.out, size, args.seed)
     mb = check.path.stat().st_size / 2**20
@@ -65,17 +65,18 @@ def run(args) -> int:
     return 0
 
 
-def _load_weights(model, path: str) -> None:
-    """Load a checkpoint into model strictly; a key or shape that does not match the spec is shown, then refused."""
-    from ..compare import key_diff, load_strict
+def _matching_weights(spec, path: str) -> dict:
+    """The checkpoint's state_dict; a key or shape that does not match the spec is shown, then refused."""
+    from ..analysis import meta_model
+    from ..compare import key_diff
     from .compare import key_table
     state = _read_state_dict(path)
-    keys = key_diff(model.state_dict(), state)
+    keys = key_diff(meta_model(spec).state_dict(), state)
     if not keys.same:
         print("\n".join(key_table(keys, theirs="checkpoint")), file=sys.stderr)
         raise CommandError(f"{path}: weights do not match the spec: {len(keys.missing)} missing, "
                            f"{len(keys.extra)} extra, {len(keys.mismatched)} of another shape (table above)")
-    load_strict(model, state)
+    return state
 
 
 def _read_state_dict(path: str) -> dict:

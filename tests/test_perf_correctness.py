@@ -154,3 +154,15 @@ def test_build_optimize_refuses_out(cli, tmp_path) -> None:
     code, _, err = cli(["build", "resnet18", "--optimize", "--out", str(tmp_path / "m.pt")])
     assert code == 1
     assert "--optimize" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("init", ["random", "none"])
+def test_build_model_parameter_cap(init: str) -> None:
+    from torch.nn.modules import module as nn_module
+
+    from resnet_spec.limits import LimitError, Limits
+    hooks = len(nn_module._global_parameter_registration_hooks)
+    with pytest.raises(LimitError, match="11,689,512 parameters, more than the cap of 1,000"):
+        build_model("resnet18", init=init, limits=Limits(max_params=1000))
+    assert len(nn_module._global_parameter_registration_hooks) == hooks  # the counting hook is gone
+    assert sum(p.numel() for p in build_model("resnet18", init=init).parameters()) == 11_689_512

@@ -9,6 +9,7 @@ import torch
 from conftest import SPECS
 from resnet_spec.api import load_spec
 from resnet_spec.compare import Reference, compare_to_model, randomise_norms_, reference_model
+from resnet_spec.factory import build_model
 from resnet_spec.importer import import_model
 
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -104,3 +105,48 @@ def test_written_yaml_reads_back_as_the_same_value(value):
     import yaml
     from resnet_spec.yamlwrite import flow
     assert yaml.safe_load(f"v: {flow(value)}") == {"v": value}
+
+
+def _import_and_compare(ref: Reference, model: torch.nn.Module):
+    """Import an instantiated model and return (spec data, key diff, output diff) at 64x64 in float64."""
+    from resnet_spec.spec import from_data
+    data, _ = import_model(ref, model)
+    randomise_norms_(model, seed=2)
+    keys, out = compare_to_model(from_data(data, ref.name), model, 64, 1, torch.device("cpu"), torch.float64, seed=2)
+    return data, keys, out
+
+
+def test_dilation_is_read_from_the_convs():
+    import torchvision
+    model = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True]).eval()
+    data, keys, out = _import_and_compare(Reference("torchvision", "resnet50"), model)
+    assert [(s["stride"], s.get("dilation", 1)) for s in data["stages"]] == [(1, 1), (2, 1), (1, 2), (1, 4)]
+    assert keys.same and out.max_abs == 0.0
+
+
+def test_dropout_and_drop_path_are_read():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("resnet18d", drop_rate=0.25, drop_path_rate=0.1).eval()
+    data, keys, out = _import_and_compare(Reference("timm", "resnet18d"), model)
+    assert data["head"] == {"num_classes": 1000, "dropout": 0.25} and data["drop_path_rate"] == pytest.approx(0.1)
+    assert keys.same and out.max_abs == 0.0
+
+
+def test_stage_blocks_and_per_block_overrides_are_recovered(tmp_path):
+    """A network whose blocks differ by stage and by block: the import finds the same block at every index."""
+    from resnet_spec.spec import from_data
+    path = tmp_path / "mixed.yaml"
+    path.write_text("spec_version: 1\nextends: resnet50\nstages:\n"
+                    "  - {channels: 64, blocks: 2}\n"
+                    "  - {channels: 128, blocks: 3, stride: 2, block: {attention: {type: se}}}\n"
+                    "  - {channels: 256, blocks: 3, stride: 2, overrides: [{index: 1, block: {groups: 2}}]}\n"
+                    "  - {channels: 512, blocks: 2, stride: 2, block: {stride_on: 1x1}}\n")
+    spec = load_spec(path)
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    data, keys, out = _import_and_compare(Reference("torchvision", "mixed"), model)
+    imported = from_data(data, "mixed")
+    for a, b in zip(spec.stages, imported.stages, strict=True):
+        assert [a.block_at(i) for i in range(a.blocks)] == [b.block_at(i) for i in range(b.blocks)]
+    assert data["stages"][2]["overrides"] == [{"index": 1, "block": {"groups": 2}}]
+    assert keys.same and out.max_abs == 0.0

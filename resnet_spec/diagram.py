@@ -73,12 +73,15 @@ def _totals(rows: list[Row], input_size: int) -> str:
 
 
 def render_svg(spec: ResNetSpec, rows: list[Row], input_size: int) -> str:
-    """The SVG text of the spec's network; `rows` is analyse(spec, input_size) (one per stem, stage, head)."""
+    """The SVG text of the spec's network; `rows` is analyse(spec, input_size) (one per stem, stage, head),
+    which also decides which stages were built."""
     by_name = {r.name: r for r in rows}
     boxes: list[tuple[str, str, list[str], Row | None]] = [
         ("input", "input", [f"input: {spec.in_channels} channels, {input_size}x{input_size}"], None),
         ("stem", "stem", _stem_lines(spec), by_name.get("stem"))]
     for i in range(len(spec.stages)):
+        if f"layer{i + 1}" not in by_name:
+            continue  # not built: a stage after the last feature map a features spec returns
         kind, lines = _stage_lines(spec, i)
         boxes.append((f"layer{i + 1}", kind, lines, by_name.get(f"layer{i + 1}")))
     boxes.append(("head", "head", _head_lines(spec, plan(spec)[-1].out_channels), by_name.get("head")))

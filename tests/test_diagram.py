@@ -74,3 +74,12 @@ def test_cifar_stem_and_attention_are_described(tmp_path):
 def test_diagram_to_a_missing_folder_fails_before_work(cli, tmp_path):
     code, out, err = cli(["build", "resnet18", "--dry-run", "--diagram", tmp_path / "no" / "a.svg"])
     assert code == 1 and out == "" and "does not exist" in err
+
+
+def test_features_spec_draws_only_the_stages_it_builds(tmp_path):
+    path = tmp_path / "feat.yaml"
+    path.write_text("spec_version: 1\nextends: resnet50\nfeatures: [1, 2]\n")
+    spec = load_spec(path)
+    boxes = _boxes(ET.fromstring(render_svg(spec, analyse(spec, 64), 64)))
+    assert list(boxes) == ["input", "stem", "layer1", "layer2", "head"]
+    assert boxes["head"] == ["features: stages 1, 2", "no classifier"]

@@ -33,7 +33,7 @@ def write_digits(root: str | Path, per_class: int | None = None, scale: int = 1)
         grey = np.clip(pixels * (255.0 / 16.0), 0, 255).astype(np.uint8)
         if scale > 1:
             grey = np.kron(grey, np.ones((scale, scale), dtype=np.uint8))
-        Image.fromarray(grey, mode="L").convert("RGB").save(folder / f"{index:04d}.png")
+        Image.fromarray(grey).convert("RGB").save(folder / f"{index:04d}.png")  # a 2-D uint8 array is mode L
     return root
 
 

@@ -261,6 +261,10 @@ def spec_data(ref: Reference, model: nn.Module) -> dict:
     stem, in_channels, stem_aa = r.stem()
     activation = r.activation("act1" if hasattr(model, "act1") else "relu")
     read = [[r.block(f"{s}.{j}") for j in range(len(model.get_submodule(s)))] for s in names]
+    for n, m in model.named_modules():  # one activation everywhere: the spec has a single `activation`
+        if n.startswith("layer") and n.rpartition(".")[2] in ("act1", "act2", "act3", "relu") \
+                and r.activation(n) != activation:
+            raise r.unfit(n, f"every activation must be the stem's ({activation})")
     aa_kinds = {stem_aa} | {g["aa"] for blocks in read for _, g in blocks}
     if len(aa_kinds - {"none"}) > 1:
         raise r.unfit("maxpool", "it mixes blur and average-pool anti-aliasing")
@@ -291,7 +295,7 @@ def spec_data(ref: Reference, model: nn.Module) -> dict:
     if float(getattr(model, "drop_rate", 0.0) or 0.0) > 0:
         head["dropout"] = float(model.drop_rate)
     data["head"] = head
-    if norm and {k: v for k, v in {**defaults("norm"), **norm}.items()} != defaults("norm"):
+    if norm and {**defaults("norm"), **norm} != defaults("norm"):
         data["norm"] = norm
     if activation != "relu":
         data["activation"] = activation

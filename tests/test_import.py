@@ -85,12 +85,34 @@ def test_unexpressible_structure_names_the_module(cli, ref, module):
     assert module in err and len(err.strip().splitlines()) == 1
 
 
-def test_unexpressible_block_part(tmp_path):
+def _kernel5(m):
+    m.layer2[1].conv2 = torch.nn.Conv2d(128, 128, 5, padding=2, bias=False)
+
+
+def _silu(m):
+    m.layer3[1].relu = torch.nn.SiLU()
+
+
+def _eps(m):
+    m.layer4[0].bn1.eps = 1e-3
+
+
+def _pool(m):
+    m.maxpool = torch.nn.MaxPool2d(2, 2)
+
+
+@pytest.mark.parametrize("change, message", [
+    (_kernel5, r"module 'layer2.1.conv2' \(Conv2d\) does not fit the spec language: the nearest spec builds"),
+    (_silu, r"module 'layer3.1.relu' \(SiLU\) does not fit .*: every activation must be the stem's \(relu\)"),
+    (_eps, r"module 'layer4.0.bn1' \(BatchNorm2d\) does not fit .*: every norm must be configured alike"),
+    (_pool, r"module 'maxpool' \(MaxPool2d\) does not fit"),
+])
+def test_unexpressible_part_names_the_module(change, message):
     import torchvision
     from resnet_spec.importer import Unfit
     model = torchvision.models.resnet18()
-    model.layer2[1].conv2 = torch.nn.Conv2d(128, 128, 5, padding=2, bias=False)
-    with pytest.raises(Unfit, match=r"module 'layer2.1.conv2' \(Conv2d\)"):
+    change(model)
+    with pytest.raises(Unfit, match=message):
         import_model(Reference("torchvision", "resnet18"), model)
 
 

@@ -7,6 +7,7 @@ then randomised too, so a block wired differently cannot hide behind BN's identi
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -122,17 +123,19 @@ def _flat(out: object) -> list[torch.Tensor]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
+def max_differences(a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
+    """max|a - b| and that over max|b|, NaN when any output is NaN (Python's max() would drop a NaN)."""
+    diffs = torch.stack([(p.double() - q.double()).abs().max() for p, q in zip(a, b)]).max().item()
+    scale = torch.stack([q.double().abs().max() for q in b]).max().item()
+    return diffs, (diffs / scale if scale > 0 else diffs)
+
+
 def output_diff(ours: nn.Module, theirs: nn.Module, x: torch.Tensor) -> OutputDiff:
     """Run both models (already on x's device and dtype, in eval mode) on x and measure the difference."""
     with torch.no_grad():
         a, b = _flat(ours(x)), _flat(theirs(x))
     shapes_match = len(a) == len(b) and all(p.shape == q.shape for p, q in zip(a, b))
-    max_abs = max_ref = 0.0
-    if shapes_match:
-        for p, q in zip(a, b):
-            max_abs = max(max_abs, (p - q).abs().max().item())
-            max_ref = max(max_ref, q.abs().max().item())
-    rel = max_abs / max_ref if max_ref > 0 else max_abs
+    max_abs, rel = max_differences(a, b) if shapes_match else (math.nan, math.nan)
     return OutputDiff(str(x.dtype).removeprefix("torch."), str(x.device), tuple(x.shape), max_abs, rel,
                       TOLERANCE.get(x.dtype, 1e-5), shapes_match)
 

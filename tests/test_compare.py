@@ -156,3 +156,15 @@ def test_diff_lists_a_removed_stage(cli, tmp_path):
 def test_diff_bad_spec_is_reported(cli):
     code, _, err = cli(["diff", "resnet18", "resnet_nope"])
     assert code == 1 and "no shipped spec" in err
+
+
+def test_nan_output_is_never_within_tolerance():
+    from resnet_spec.compare import output_diff
+    x = torch.ones(1, 3)
+    nan = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        nan.weight[0, 0] = float("nan")
+    same = torch.nn.Linear(3, 2)
+    assert output_diff(same, same, x).same
+    result = output_diff(nan, same, x)
+    assert result.shapes_match and not result.same and result.max_abs != result.max_abs  # NaN

@@ -8,6 +8,7 @@ back and compared byte for byte. A failed check leaves the target as it was.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import warnings
@@ -19,7 +20,7 @@ from torch import nn
 
 from .cli import CommandError
 from .compare import max_differences
-from .fileio import atomic_write
+from .fileio import OutputError, atomic_write
 from .spec import ResNetSpec
 
 FORMATS = ("torchscript", "onnx", "safetensors", "state_dict")
@@ -73,7 +74,11 @@ def _inputs(spec: ResNetSpec, size: int, seed: int) -> tuple[torch.Tensor, torch
 
 def _write(path: Path, blob: bytes) -> None:
     atomic_write(path, lambda f: f.write(blob))
-    if path.read_bytes() != blob:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    if digest.digest() != hashlib.sha256(blob).digest():
         raise CommandError(f"{path}: the file read back differs from the bytes written")
 
 
@@ -161,15 +166,19 @@ def _passed(check: ExportCheck, path: Path, blob: bytes) -> ExportCheck:
 
 
 def export(model: nn.Module, spec: ResNetSpec, fmt: str, path: str | Path, size: int, seed: int) -> ExportCheck:
-    """Write `model` (in eval mode, on the CPU) as `fmt` to `path` atomically and check the file read back."""
+    """Serialise `model` (in eval mode, on the CPU) as `fmt`, check the bytes loaded back, write them atomically."""
     path = Path(path)
     model = model.cpu().eval()
-    if fmt == "state_dict":
-        return export_state_dict(model, path)
-    if fmt == "safetensors":
-        return export_safetensors(model, spec, path)
-    if fmt == "torchscript":
-        return export_torchscript(model, spec, path, size, seed)
-    if fmt == "onnx":
-        return export_onnx(model, spec, path, size, seed)
-    raise CommandError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
+    exporters = {"state_dict": lambda: export_state_dict(model, path),
+                 "safetensors": lambda: export_safetensors(model, spec, path),
+                 "torchscript": lambda: export_torchscript(model, spec, path, size, seed),
+                 "onnx": lambda: export_onnx(model, spec, path, size, seed)}
+    if fmt not in exporters:
+        raise CommandError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
+    try:
+        return exporters[fmt]()
+    except (CommandError, OutputError):
+        raise
+    except Exception as e:  # the exporter's own failure (a graph it cannot trace, ONNX's 2 GB protobuf limit)
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise CommandError(f"{fmt} export failed, {path} not written: {type(e).__name__}: {first}") from None

@@ -129,3 +129,14 @@ def test_bad_output_and_format(cli, tmp_path):
     code, _, err = cli(["export", SPEC, "--format", "onnx", "--out", tmp_path / "no" / "m.onnx"])
     assert code == 1 and "does not exist" in err
     assert cli(["export", SPEC, "--format", "keras", "--out", tmp_path / "m"])[0] == 2
+
+
+def test_an_exporter_failure_is_one_line(cli, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("protobuf: message too large\nmore detail")
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    pytest.importorskip("onnxruntime")
+    code, out, err, path = _export(cli, tmp_path, "onnx")
+    assert code == 1 and not path.exists()
+    assert err.strip().splitlines()[-1] == (f"resnet-spec export: error: onnx export failed, {path} not written: "
+                           "RuntimeError: protobuf: message too large")

@@ -13,6 +13,7 @@ from .spec import ResNetSpec
 WIDTH, BOX_W, LEFT = 560, 380, 30
 GAP = 46          # vertical room for an arrow and its shape label
 LINE = 17         # text line height
+CHARS = 52        # characters of 13 px text that fit in a box
 FILL = {"input": "#f2f2f2", "stem": "#e3e3e3", "basic": "#dbe9f8", "bottleneck": "#dcefdc", "head": "#fbe5cc"}
 
 
@@ -53,8 +54,11 @@ def _stage_lines(spec: ResNetSpec, index: int) -> tuple[str, list[str]]:
         extra.append(f"{block.shortcut} shortcut")
     if stage.overrides:
         extra.append(f"{len(stage.overrides)} block(s) overridden")
-    if extra:
-        lines.append(", ".join(extra))
+    for item in extra:  # packed into lines that fit the box (about 7 px a character at 13 px)
+        if len(lines) > 2 and len(lines[-1]) + len(item) + 2 <= CHARS:
+            lines[-1] += ", " + item
+        else:
+            lines.append(item)
     return block.type, lines
 
 

@@ -52,10 +52,17 @@ def init(dist: Dist, device: torch.device) -> None:
                           device_id=device if device.type == "cuda" else None)
 
 
-def shutdown(dist: Dist) -> None:
+def shutdown(dist: Dist, wait: bool) -> None:
+    """Leave the process group; with wait, first let every rank arrive (rank 0 may still be writing).
+
+    A rank that tears gloo down while a peer is still connected can abort ("terminate called without an
+    active exception"). After an error there is no waiting: the peers are stopped by torchrun.
+    """
     if dist.enabled:
         import torch.distributed as td
         if td.is_initialized():
+            if wait:
+                td.barrier()
             td.destroy_process_group()
 
 

@@ -272,6 +272,9 @@ def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict | None = None) -> dic
             print(f"training {run.spec.name} on {device}" + (f" x{dist.world} ranks" if dist.enabled else "")
                   + f": {len(train_split.samples)} train / {len(val_split.samples)} val images,"
                   f" {len(train_split.classes)} classes, epochs {run.start_epoch + 1}..{cfg.epochs}", flush=True)
-        return run.fit()
-    finally:
-        distributed.shutdown(dist)
+        summary = run.fit()
+    except BaseException:
+        distributed.shutdown(dist, wait=False)
+        raise
+    distributed.shutdown(dist, wait=True)
+    return summary

@@ -78,6 +78,14 @@ def straight(digits, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def straight_cosine(digits, tmp_path_factory) -> Path:
+    """Two epochs with warmup and a cosine schedule: a killed run must restore the scheduler to match it."""
+    run = tmp_path_factory.mktemp("straight_cosine") / "run"
+    _train_here([SPEC, "--data", digits, "--out", run, "--epochs", 2, "--schedule", "cosine", "--warmup", 1, *FAST])
+    return run
+
+
 def test_train_writes_checkpoints_logs_and_class_indices(straight):
     last, best = _load(straight / "last.pt"), _load(straight / "best.pt")  # weights_only=True loads both
     assert last["epoch"] == 2 and last["classes"] == [str(d) for d in range(10)]
@@ -130,11 +138,11 @@ KILLER = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("when", ["load", "save"])
-def test_sigkill_mid_epoch_then_resume(digits, straight, tmp_path, when):
+def test_sigkill_mid_epoch_then_resume(digits, straight_cosine, tmp_path, when):
     run = tmp_path / "run"
     # load: 120 train + 30 val images in epoch 1, then 50 more; save: best.pt and last.pt of epoch 1, then die.
     after = 150 + 50 if when == "load" else 2
-    argv = ["train", SPEC, "--data", digits, "--out", run, "--epochs", 2, "--schedule", "none", *FAST]
+    argv = ["train", SPEC, "--data", digits, "--out", run, "--epochs", 2, "--schedule", "cosine", "--warmup", 1, *FAST]
     r = subprocess.run([sys.executable, "-c", KILLER, when, str(after), *map(str, argv)], capture_output=True,
                        text=True, env=ENV, cwd=ROOT, timeout=300)
     assert r.returncode == -signal.SIGKILL, r.stderr
@@ -144,7 +152,10 @@ def test_sigkill_mid_epoch_then_resume(digits, straight, tmp_path, when):
         assert list(run.glob(".*.tmp"))  # the half-written temp file is all the kill left behind
     _train_here(["--resume", run])
     assert not list(run.glob(".*.tmp"))
-    _same_state(_load(straight / "last.pt")["state_dict"], _load(run / "last.pt")["state_dict"])
+    a, b = _load(straight_cosine / "last.pt"), _load(run / "last.pt")
+    _same_state(a["state_dict"], b["state_dict"])
+    assert a["scheduler"] == b["scheduler"] and a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    assert [r["val_loss"] for r in _rows(run)] == [r["val_loss"] for r in _rows(straight_cosine)]
 
 
 def test_classes_come_from_data_with_bf16_and_channels_last(digits, tmp_path, cli):

@@ -96,7 +96,9 @@ def _of_type(kind: str, node: dict, root: dict) -> st.SearchStrategy:
         return st.floats(lo, hi if hi != float("inf") else None, exclude_min="exclusiveMinimum" in node,
                          exclude_max="exclusiveMaximum" in node, allow_nan=False, allow_infinity=False)
     if kind == "string":
-        return st.text(min_size=node.get("minLength", 0), max_size=node.get("maxLength", 20))
+        # Printable text: control characters are refused by the loader, and ODD below brings some in.
+        return st.text(st.characters(exclude_categories=["Cc", "Cs", "Cf"]), min_size=node.get("minLength", 0),
+                       max_size=node.get("maxLength", 20))
     if kind == "array":
         unique = {"unique_by": lambda x: repr(x)} if node.get("uniqueItems") else {}
         return st.lists(from_json_schema(node["items"], root), min_size=node.get("minItems", 0),
@@ -118,8 +120,8 @@ def test_schema_keeps_to_the_keywords_the_generator_understands():
 
 # Values that replace one part of a drawn spec: wrong types, out-of-range and edge numbers, none of
 # them both valid and large enough to make a build slow.
-ODD = st.sampled_from([None, True, False, 0, -1, 1, 3, 2.0, 0.5, 10**9, 2**63, -(2**63), float("nan"), float("inf"),
-                       "", "x", "no", "0x40", "1e3", "relu", "bottleneck", [], [1], {}, {"type": "se"}])
+ODD = st.sampled_from([3, 1, None, True, False, 0, -1, 2.0, 0.5, 10**9, 2**63, -(2**63), float("nan"), float("inf"),
+                       "", "x", "no", "0x40", "1e3", "\x1b[2J", "relu", "bottleneck", [], [1], {}, {"type": "se"}])
 
 
 def _paths(node: object, at: tuple = ()) -> list[tuple]:
@@ -135,9 +137,9 @@ def _paths(node: object, at: tuple = ()) -> list[tuple]:
 
 @st.composite
 def spec_data(draw) -> dict:
-    """A schema-valid spec, and a third of the time one part of it replaced by an odd value (or a key added)."""
+    """A schema-valid spec, and a quarter of the time one part of it replaced by an odd value (or a key added)."""
     data = draw(SPECS_DRAWN)
-    if draw(st.integers(0, 2)) == 0:
+    if draw(st.integers(0, 3)) == 3:  # not 0: hypothesis draws its simplest choice often
         paths = [p for p in _paths(data) if p]
         if paths and draw(st.booleans()):
             path = draw(st.sampled_from(paths))
@@ -146,7 +148,7 @@ def spec_data(draw) -> dict:
                 node = node[k]
             node[path[-1]] = draw(ODD)
         else:
-            data[draw(st.sampled_from(["stagez", "stem", "stages", "head", "input"]))] = draw(ODD)
+            data[draw(st.sampled_from(["input", "head", "stem", "stages", "stagez"]))] = draw(ODD)
     return data
 
 
@@ -159,7 +161,7 @@ def _check_spec(path: Path) -> str:
         spec = load_spec(path)
     except SpecError as e:
         assert e.errors and all(str(r) for r in e.errors)
-        return "refused"
+        return "refused: " + re.sub(r"'[^']*'|\d[\d.e-]*", "_", e.errors[0].message)[:40]
     rows = analyse(spec, spec.input_size, 1)
     torch.manual_seed(0)
     model = build_model(spec).eval()
@@ -198,8 +200,8 @@ def test_drawn_specs_are_schema_valid_and_read_back_as_the_same_data(data):
         path.write_text(dump_yaml(data), encoding="utf-8")
         try:
             loaded = load_yaml(path).data
-        except SpecError as e:  # only control characters, which the loader refuses on purpose
-            assert all("control character" in r.message for r in e.errors), e
+        except SpecError as e:  # a string of only a few characters YAML itself forbids (U+FFFE, say)
+            assert all("not allowed in YAML" in r.message for r in e.errors), e
             return
         assert loaded == data
 
@@ -263,6 +265,7 @@ def test_mutated_yaml_never_shows_a_traceback(raw):
             code = main(["validate", str(path)])
     assert code in (0, 1)
     assert "Traceback" not in err.getvalue() + out.getvalue()
+    event("valid" if code == 0 else "refused")
     if code == 1:
         lines = err.getvalue().splitlines()
         # One record a line: file[:line:column]: message. The file may be a shipped base reached by `extends`.

@@ -398,6 +398,8 @@ FUZZ_FINDS = {
                                  "      - {index: 0, block: {}}\n      - {index: 0, block: {act_before_add: true}}\n"),
     "deep_tiered_stem_width_3": "spec_version: 1\nstem: {type: deep_tiered, width: 3}\nstages: [{channels: 8, blocks: 1}]\n",
     "stride_3_conv_shortcut": "spec_version: 1\nstages: [{channels: 8, blocks: 1, stride: 3}]\n",
+    # OverflowError: ECA's kernel size int(|log2(c) + beta| / gamma) is infinite for the smallest positive gamma
+    "eca_gamma_tiny": "spec_version: 1\nblock: {attention: {type: eca, gamma: 5.0e-324}}\nstages: [{channels: 8, blocks: 1}]\n",
 }
 
 

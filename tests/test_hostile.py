@@ -411,3 +411,10 @@ def test_fuzz_finds_are_refused_not_crashed(cli, tmp_path, monkeypatch, name):
     assert code == 1
     assert err and all(line.startswith(f"{name}.yaml:") for line in err.splitlines()), err
     _no_traceback(out, err)
+
+
+def test_windows_files_are_accepted(cli, monkeypatch, tmp_path):
+    """Not hostile, only foreign: a UTF-8 byte-order mark and CRLF line endings load as usual."""
+    (tmp_path / "win.yaml").write_bytes(b"\xef\xbb\xbfspec_version: 1\r\nstages: [{channels: 8, blocks: 1}]\r\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli(["validate", "win.yaml"]) == (0, "win.yaml: ok\n", "")

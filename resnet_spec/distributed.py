@@ -70,7 +70,7 @@ def all_sum(values: torch.Tensor, dist: Dist) -> torch.Tensor:
     """Element-wise sum of a float64 vector over all ranks (itself when not distributed)."""
     if dist.enabled:
         import torch.distributed as td
-        # gloo reduces CPU tensors, nccl CUDA ones; float64 keeps image counts exact.
+        # float64 keeps image counts exact
         td.all_reduce(values, op=td.ReduceOp.SUM)
     return values
 

@@ -219,7 +219,8 @@ class Run:
             train_s = time.perf_counter() - t0
             distributed.broadcast_buffers(self.model, self.dist)
             val_totals = self.evaluate()
-            summed = distributed.all_sum(torch.cat([train_totals, val_totals]).cpu(), self.dist).tolist()
+            # Reduced where the counts live: nccl takes CUDA tensors only, gloo CPU ones.
+            summed = distributed.all_sum(torch.cat([train_totals, val_totals]), self.dist).cpu().tolist()
             loss, seen, bad_train, waited, vloss, top1, top5, vseen, bad_val = summed
             row = {"epoch": epoch + 1, "train_loss": loss / max(seen, 1), "val_loss": vloss / max(vseen, 1),
                    "val_top1": top1 / max(vseen, 1), "val_top5": top5 / max(vseen, 1),

@@ -66,6 +66,28 @@ def test_corpus_case_gives_its_exact_error(cli, monkeypatch, case):
     _no_traceback(out, err)
 
 
+# Every command that reads a spec refuses a corpus spec with the same records as `validate`.
+SPEC_COMMANDS = {"build": ["build", "{f}", "--dry-run"], "diff": ["diff", "resnet18", "{f}"],
+                 "export": ["export", "{f}", "--format", "state_dict", "--out", "never.pt"],
+                 "compare": ["compare", "{f}", "--reference", "torchvision:resnet18"],
+                 "train": ["train", "{f}", "--data", "no_such_folder"]}
+
+
+@pytest.mark.parametrize("command", sorted(SPEC_COMMANDS))
+def test_every_spec_command_refuses_the_corpus_alike(cli, monkeypatch, command):
+    import importlib.util
+    if importlib.util.find_spec(f"resnet_spec.commands.{command}") is None:
+        pytest.skip(f"no `{command}` command in this tree")
+    monkeypatch.chdir(HOSTILE)
+    for case in CASES:
+        if (HOSTILE / f"{case}.args").exists():
+            continue
+        code, out, err = cli([a.replace("{f}", f"{case}.yaml") for a in SPEC_COMMANDS[command]])
+        assert (code, err) == (1, (HOSTILE / f"{case}.expected").read_text()), case
+        _no_traceback(out, err)
+    assert not (HOSTILE / "never.pt").exists()
+
+
 # YAML that tries to run code.
 
 @pytest.mark.parametrize("command", ["validate", "build"])
@@ -418,3 +440,33 @@ def test_windows_files_are_accepted(cli, monkeypatch, tmp_path):
     (tmp_path / "win.yaml").write_bytes(b"\xef\xbb\xbfspec_version: 1\r\nstages: [{channels: 8, blocks: 1}]\r\n")
     monkeypatch.chdir(tmp_path)
     assert cli(["validate", "win.yaml"]) == (0, "win.yaml: ok\n", "")
+
+
+CHECKPOINT_COMMANDS = {"build": ["build", "tiny.yaml", "--weights", "{f}"],
+                       "export": ["export", "tiny.yaml", "--format", "state_dict", "--weights", "{f}", "--out", "o.pt"],
+                       "predict": ["predict", "{f}", "image.png"], "evaluate": ["evaluate", "{f}", "--data", "val"]}
+
+
+@pytest.mark.parametrize("command", sorted(CHECKPOINT_COMMANDS))
+def test_every_checkpoint_command_refuses_bad_files_alike(cli, tiny, command):
+    import importlib.util
+    if importlib.util.find_spec(f"resnet_spec.commands.{command}") is None:
+        pytest.skip(f"no `{command}` command in this tree")
+    marker = tiny / "marker_pickle"
+    _save_evil(tiny / "evil.pt", "torch_zip", marker)
+    _save_evil(tiny / "legacy.pt", "legacy_pickle", marker)
+    torch.save({"fc.bias": torch.zeros(3)}, tiny / "good.pt")
+    data = (tiny / "good.pt").read_bytes()
+    (tiny / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (tiny / "empty.pt").write_bytes(b"")
+    (tiny / "notes.pt").write_text("these are not weights\n")
+    (tiny / "folder.pt").mkdir()
+    refused = "refused: it asks for the Python object posix.system; only tensors and plain data are loaded, " \
+              "and nothing in the file was run"
+    for name, why in [("evil.pt", refused), ("legacy.pt", refused), ("truncated.pt", "a truncated or corrupt checkpoint"),
+                      ("empty.pt", "empty file, not a checkpoint"), ("notes.pt", "not a torch checkpoint"),
+                      ("folder.pt", "is a directory"), ("absent.pt", "no such file")]:
+        code, out, err = cli([a.replace("{f}", name) for a in CHECKPOINT_COMMANDS[command]])
+        assert code == 1 and err.splitlines()[-1] == f"resnet-spec {command}: error: {name}: {why}", err
+        _no_traceback(out, err)
+    assert not marker.exists() and not (tiny / "o.pt").exists()

@@ -60,6 +60,7 @@ class OutputDiff:
     max_rel: float     # max|ours - ref| / max|ref|
     tolerance: float
     shapes_match: bool
+    first_difference: tuple[str, float] | None = None  # (module, its max rel diff): where the outputs part ways
 
     @property
     def same(self) -> bool:
@@ -130,14 +131,49 @@ def max_differences(a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float
     return diffs, (diffs / scale if scale > 0 else diffs)
 
 
+def _run_traced(model: nn.Module, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
+    """The outputs of the named modules during model(x), in the order they finished."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if name in names:
+            def keep(mod, inp, out, name=name):
+                if isinstance(out, torch.Tensor):
+                    seen[name] = out.detach().clone()  # a later in-place ReLU would change it
+            hooks.append(m.register_forward_hook(keep))
+    try:
+        with torch.no_grad():
+            model(x)
+        return seen
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def output_diff(ours: nn.Module, theirs: nn.Module, x: torch.Tensor) -> OutputDiff:
-    """Run both models (already on x's device and dtype, in eval mode) on x and measure the difference."""
+    """Run both models (already on x's device and dtype, in eval mode) on x and measure the difference;
+    when they differ, name the first top-level module or block whose output differs."""
     with torch.no_grad():
         a, b = _flat(ours(x)), _flat(theirs(x))
+    tol = TOLERANCE.get(x.dtype, 1e-5)
     shapes_match = len(a) == len(b) and all(p.shape == q.shape for p, q in zip(a, b))
     max_abs, rel = max_differences(a, b) if shapes_match else (math.nan, math.nan)
-    return OutputDiff(str(x.dtype).removeprefix("torch."), str(x.device), tuple(x.shape), max_abs, rel,
-                      TOLERANCE.get(x.dtype, 1e-5), shapes_match)
+    first = None if shapes_match and rel <= tol else _first_difference(ours, theirs, x, tol)
+    return OutputDiff(str(x.dtype).removeprefix("torch."), str(x.device), tuple(x.shape), max_abs, rel, tol,
+                      shapes_match, first)
+
+
+def _first_difference(ours: nn.Module, theirs: nn.Module, x: torch.Tensor, tol: float) -> tuple[str, float] | None:
+    """Run both again, keeping the outputs of the top-level modules and blocks (layer1.0) both have,
+    and return the first, in the order they finish, whose outputs differ."""
+    names = {n for n, _ in ours.named_modules() if n and n.count(".") <= 1} & {n for n, _ in theirs.named_modules()}
+    seen_a, seen_b = _run_traced(ours, x, names), _run_traced(theirs, x, names)
+    for name, t in seen_a.items():
+        if name in seen_b:
+            r = max_differences([t], [seen_b[name]])[1] if t.shape == seen_b[name].shape else math.nan
+            if not r <= tol:
+                return name, r
+    return None
 
 
 def compare_to_model(spec: ResNetSpec, theirs: nn.Module, input_size: int, batch: int, device: torch.device,

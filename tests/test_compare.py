@@ -37,6 +37,7 @@ def test_same_keys_but_other_wiring_is_caught_by_the_outputs(cli):
     assert result["same"] is False
     assert result["keys"]["missing"] == [] and result["keys"]["extra"] == [] and result["keys"]["mismatched"] == []
     assert result["outputs"]["max_rel_diff"] > result["outputs"]["tolerance"]
+    assert result["outputs"]["first_difference"]["module"] == "layer2.0"
 
 
 def test_json_output(cli):
@@ -168,3 +169,10 @@ def test_nan_output_is_never_within_tolerance():
     assert output_diff(same, same, x).same
     result = output_diff(nan, same, x)
     assert result.shapes_match and not result.same and result.max_abs != result.max_abs  # NaN
+
+
+def test_first_difference_names_the_first_strided_block(cli):
+    # Moving the stride to the 1x1 conv changes nothing until the first block with a stride.
+    code, out, _ = cli(["compare", "resnet50_paper", "--reference", "torchvision:resnet50", "--input-size", "32"])
+    assert code == 1
+    assert "first difference: the output of layer2.0 (max rel diff" in out

@@ -78,6 +78,9 @@ def _as_text(name: str, ref: str, keys, out, same: bool) -> str:
                      + (f"max abs diff {out.max_abs:.3g}, max rel diff {out.max_rel:.3g} "
                         f"(tolerance {out.tolerance:g}, relative to max |reference output|)"
                         if out.shapes_match else "output shapes differ"))
+        if out.first_difference:
+            module, rel = out.first_difference
+            lines.append(f"first difference: the output of {module} (max rel diff {rel:.3g})")
     lines.append("same network" if same else "DIFFERENT networks")
     return "\n".join(lines)
 
@@ -106,5 +109,7 @@ def _as_json(name: str, ref: str, keys, out, same: bool) -> dict:
         "outputs": None if out is None else {
             "dtype": out.dtype, "device": out.device, "input_shape": list(out.input_shape),
             "shapes_match": out.shapes_match, "max_abs_diff": out.max_abs, "max_rel_diff": out.max_rel,
-            "tolerance": out.tolerance, "within_tolerance": out.same},
+            "tolerance": out.tolerance, "within_tolerance": out.same,
+            "first_difference": None if out.first_difference is None else {
+                "module": out.first_difference[0], "max_rel_diff": out.first_difference[1]}},
     }

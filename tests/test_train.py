@@ -158,16 +158,17 @@ def test_sigkill_mid_epoch_then_resume(digits, straight_cosine, tmp_path, when):
     assert [r["val_loss"] for r in _rows(run)] == [r["val_loss"] for r in _rows(straight_cosine)]
 
 
-def test_classes_come_from_data_with_bf16_and_channels_last(digits, tmp_path, cli):
+def test_classes_come_from_data_with_sgd_bf16_and_channels_last(digits, tmp_path, cli):
     data = _copy(digits, tmp_path / "three")
     for split in ("train", "val"):
         for d in range(3, 10):
             shutil.rmtree(data / split / str(d))
     run = tmp_path / "run"
     code, out, err = cli(["train", SPEC, "--data", data, "--out", run, "--epochs", 1, *FAST,
-                          "--amp", "bf16", "--channels-last"])
+                          "--amp", "bf16", "--channels-last", "--optimizer", "sgd", "--lr", "0.05", "--schedule", "step"])
     assert code == 0, err
     ck = _load(run / "last.pt")
+    assert "momentum_buffer" in ck["optimizer"]["state"][0] and ck["train_config"]["amp"] == "bf16"
     assert ck["classes"] == ["0", "1", "2"] and ck["state_dict"]["fc.weight"].shape[0] == 3
     assert ck["spec"]["head"]["num_classes"] == 3
     assert "top-1" in out

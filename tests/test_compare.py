@@ -66,6 +66,7 @@ def test_shape_mismatch_is_listed(cli, tmp_path):
 
 @pytest.mark.skipif(not (SPECS / "resnet18d.yaml").exists(), reason="no resnet18d spec shipped")
 def test_timm_reference(cli):
+    pytest.importorskip("timm")
     code, out, err = cli(["compare", "resnet18d", "--reference", "timm:resnet18d", "--input-size", "32"])
     assert code == 0, out + err
 

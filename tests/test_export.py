@@ -34,7 +34,7 @@ def test_state_dict(cli, tmp_path):
 
 
 def test_safetensors_with_spec_metadata(cli, tmp_path):
-    from safetensors import safe_open
+    safe_open = pytest.importorskip("safetensors").safe_open
     code, _, err, path = _export(cli, tmp_path, "safetensors")
     assert code == 0, err
     want = _seeded().state_dict()
@@ -82,6 +82,7 @@ def test_weights_from_a_checkpoint(cli, tmp_path):
 
 
 def test_weights_from_a_plain_torchvision_state_dict(cli, tmp_path):
+    pytest.importorskip("safetensors")
     import torchvision
     sd = tmp_path / "tv18.pt"
     torch.save(torchvision.models.resnet18().state_dict(), sd)

@@ -25,6 +25,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from .train import require
+    require("resnet-spec evaluate", ("matplotlib",))
     for flag in ("batch_size", "image_size"):
         v = getattr(args, flag)
         if v is not None and v < 1:

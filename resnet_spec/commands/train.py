@@ -79,7 +79,16 @@ def _device_ok(name: str) -> None:
         raise CommandError("--device cuda asked for, but no CUDA device is available")
 
 
+def require(command: str, modules: tuple[str, ...]) -> None:
+    """Refuse with one line when an optional dependency (not in the core install) is missing."""
+    import importlib.util
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CommandError(f"{command} needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+
+
 def run(args) -> int:
+    require("resnet-spec train", ("tqdm", "matplotlib"))
     given = _given(args)
     _check_ranges(given)
     if args.resume:

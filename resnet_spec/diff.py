@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .errors import format_path
-from .spec import ResNetSpec
+from .spec import ResNetSpec, _block, _merge_block  # the one place block defaults are resolved
 
 ABSENT = "(absent)"  # a field or stage that one of the two specs does not have
 
@@ -44,8 +44,8 @@ def effective(spec: ResNetSpec) -> dict:
         "name": spec.name, "description": spec.description,
         "input": {"channels": spec.in_channels, "size": spec.input_size},
         "stem": dataclasses.asdict(spec.stem),
-        "block": {**defaults("block"), **block,
-                  "attention": {**defaults("attention"), **(block.get("attention") or {})}},
+        # The top-level block typed as the builder sees it (expansion null resolved by block type).
+        "block": dataclasses.asdict(_block(_merge_block(defaults("block"), block))),
         "stages": stages,
         "head": dataclasses.asdict(spec.head) if spec.head else None,
         "norm": dataclasses.asdict(spec.norm),

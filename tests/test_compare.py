@@ -131,7 +131,7 @@ def test_diff_resolves_extends_and_defaults(cli, tmp_path):
     # Spelling out a default, or inheriting a field through `extends`, changes nothing.
     spec = tmp_path / "same50.yaml"
     spec.write_text("spec_version: 1\nname: resnet50\ndescription: ResNet-50 v1.5 (torchvision), stride on the "
-                    "bottleneck's 3x3 conv\nextends: resnet50\nblock: {stride_on: 3x3, groups: 1}\n"
+                    "bottleneck's 3x3 conv\nextends: resnet50\nblock: {stride_on: 3x3, groups: 1, expansion: null}\n"
                     "stem: {pool: max}\n")
     code, out, _ = cli(["diff", "resnet50", spec, "--format", "json"])
     assert code == 0, out

@@ -175,9 +175,19 @@ def test_directory_missing_and_overlong_names(cli, monkeypatch, tmp_path):
 
 def test_a_pipe_is_refused_without_blocking(cli, monkeypatch, tmp_path):
     os.mkfifo(tmp_path / "pipe.yaml")  # opening it for reading would wait for a writer forever
+    (tmp_path / "via.yaml").write_text("spec_version: 1\nextends: pipe.yaml\n")
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(["validate", "pipe.yaml"])
     assert code == 1 and err == "pipe.yaml: is not a regular file (a pipe, socket or device), not a spec file\n"
+    code, _, err = cli(["validate", "via.yaml"])
+    assert code == 1 and err == "pipe.yaml: is not a regular file (a pipe, socket or device), not a spec file\n"
+
+
+def test_a_symlink_loop_is_refused(cli, monkeypatch, tmp_path):
+    (tmp_path / "loop.yaml").symlink_to("loop.yaml")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["validate", "loop.yaml"])
+    assert code == 1 and err == "loop.yaml: cannot read: Too many levels of symbolic links\n"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file; the next test covers the message")

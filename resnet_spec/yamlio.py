@@ -18,7 +18,7 @@ from .errors import ErrorRecord, SpecError, format_path
 
 MAX_BYTES = 1 << 20  # a spec is a few hundred bytes; 1 MiB leaves room for comments
 MAX_DEPTH = 32       # real specs nest 4 levels deep
-MAX_NODES = 10_000   # real specs hold under 200 values; bounds the schema walk and the error list
+MAX_NODES = 10_000   # keys and values; real specs hold under 200. Bounds the schema walk and the error list
 SHOWN = 60           # longest piece of user text quoted in a message
 
 try:
@@ -153,7 +153,7 @@ def load_yaml(path: str | Path, shown: str | None = None) -> Document:
                 break
             nodes += 1
             if nodes > MAX_NODES:
-                err(event.start_mark, f"more than {MAX_NODES:,} values; a spec holds a few hundred")
+                err(event.start_mark, f"more than {MAX_NODES:,} keys and values; a spec holds a few hundred")
                 break
             if isinstance(event, yaml.ScalarEvent) and _CONTROL.search(event.value):
                 bad = _CONTROL.search(event.value).group()

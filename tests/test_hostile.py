@@ -160,7 +160,7 @@ def test_too_many_values_is_refused(cli, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(["validate", "wide.yaml"])
     assert code == 1
-    assert err == "wide.yaml:2:39990: more than 10,000 values; a spec holds a few hundred\n"
+    assert err == "wide.yaml:2:39990: more than 10,000 keys and values; a spec holds a few hundred\n"
 
 
 def test_directory_missing_and_overlong_names(cli, monkeypatch, tmp_path):

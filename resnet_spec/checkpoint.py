@@ -127,7 +127,8 @@ def spec_from_checkpoint(obj: dict, path: str | Path) -> ResNetSpec:
     from .spec import from_data
     if obj.get("format") != FORMAT or not isinstance(obj.get("spec"), dict):
         raise CommandError(f"{path}: not a resnet-spec checkpoint (no embedded spec)")
-    res = Resolved(str(path), obj["spec"], {}, {}, {}, [str(path)])
+    # No line or column: errors name the file and the JSON path only (a pickle has no lines).
+    res = Resolved(str(path), obj["spec"], {(): (str(path), 0, 0)}, {}, {}, [str(path)])
     errors = schema.check(res)
     if not errors:
         spec = from_data(obj["spec"], str(obj.get("name") or Path(path).stem))

@@ -346,6 +346,22 @@ def test_weights_that_fit_load_and_nans_are_warned(cli, tiny):
                    "(layer1.0.bn1.weight, fc.bias)\n")
 
 
+def test_a_tampered_embedded_spec_is_validated_like_a_file(cli, tiny):
+    """predict builds from the spec inside the checkpoint: it gets the schema, the rules and the cost caps."""
+    sd = {"fc.bias": torch.zeros(3)}
+    bad = {"spec_version": 1, 1: 2, "stages": [{"channels": 8.0, "blocks": float("nan")}]}
+    torch.save({"format": "resnet-spec/1", "spec": bad, "state_dict": sd}, tiny / "tampered.pt")
+    code, out, err = cli(["predict", "tampered.pt", "image.png"])
+    assert code == 1 and err == ("tampered.pt: $.stages[0].blocks: expected an integer, got NaN\n"
+                                 "tampered.pt: $.stages[0].channels: expected an integer, got 8.0\n"
+                                 "tampered.pt: $[1]: unknown key '1'\n")
+    huge = {"spec_version": 1, "stages": [{"channels": 16384, "blocks": 1000}] * 8}
+    torch.save({"format": "resnet-spec/1", "name": "huge", "spec": huge, "state_dict": sd}, tiny / "huge.pt")
+    code, out, err = cli(["predict", "huge.pt", "image.png"])
+    assert code == 1 and err == ("resnet-spec predict: error: huge: 8,000 residual blocks, more than the cap of "
+                                 "1,000 (--max-blocks raises it)\n")
+
+
 # Writing outputs.
 
 def test_out_into_a_missing_folder_or_onto_a_folder(cli, tiny):

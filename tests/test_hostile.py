@@ -374,6 +374,22 @@ def test_out_into_a_missing_folder_or_onto_a_folder(cli, tiny):
         assert (code, stdout, err) == (1, "", f"resnet-spec build: error: {msg}\n")
 
 
+OUT_COMMANDS = {"build": ["build", "tiny.yaml", "--out", "{o}"],
+                "export": ["export", "tiny.yaml", "--format", "state_dict", "--out", "{o}"],
+                "import": ["import", "torchvision:resnet18", "--out", "{o}"]}
+
+
+@pytest.mark.parametrize("command", sorted(OUT_COMMANDS))
+def test_every_writing_command_refuses_a_missing_folder_first(cli, tiny, command):
+    import importlib.util
+    module = "import_" if command == "import" else command
+    if importlib.util.find_spec(f"resnet_spec.commands.{module}") is None:
+        pytest.skip(f"no `{command}` command in this tree")
+    code, out, err = cli([a.replace("{o}", "nowhere/out.x") for a in OUT_COMMANDS[command]])
+    assert (code, err) == (1, f"resnet-spec {command}: error: nowhere/out.x: folder nowhere does not exist\n")
+    assert not (tiny / "nowhere").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a mode-555 folder; the next test covers it")
 def test_out_into_a_read_only_folder(cli, tiny):
     (tiny / "ro").mkdir(mode=0o555)

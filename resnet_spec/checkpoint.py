@@ -17,6 +17,9 @@ from .spec import ResNetSpec
 from .yamlio import clip
 
 FORMAT = "resnet-spec/1"
+# weights_only=True could run code below torch 2.6 (CVE-2025-32434); 2.10 also fixed memory corruption in
+# its unpickler (CVE-2026-24747), which this project's floor cannot demand yet.
+SAFE_TORCH = (2, 6)
 _GLOBAL = re.compile(r"GLOBAL (\S+)")  # how torch's weights-only unpickler names a refused import
 
 
@@ -26,8 +29,8 @@ def save_model(path: str | Path, model: nn.Module, spec: ResNetSpec, **extra: ob
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint with torch.load(weights_only=True): tensors and plain data only, no code."""
+def _regular_file(path: str | Path) -> Path:
+    """path, if it is a non-empty regular file; a one-line CommandError otherwise."""
     p = Path(path)
     try:
         st = p.stat()
@@ -41,6 +44,15 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
         raise CommandError(f"{path}: is not a regular file (a pipe, socket or device)")
     if st.st_size == 0:
         raise CommandError(f"{path}: empty file, not a checkpoint")
+    return p
+
+
+def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint with torch.load(weights_only=True): tensors and plain data only, no code."""
+    p = _regular_file(path)
+    if _torch_version() < SAFE_TORCH:
+        raise CommandError(f"{path}: not loaded: torch {torch.__version__}'s weights-only loading can run code "
+                           "from the file (CVE-2025-32434); upgrade to torch 2.6 or later")
     try:
         with p.open("rb") as f:
             head = f.read(4)
@@ -74,21 +86,40 @@ def state_dict_of(obj: dict, path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, path: str | Path) -> list[str]:
-    """Load a checkpoint's tensors into model strictly; return warnings (NaN or infinite values).
-
-    A checkpoint that does not fit is refused with the names and shapes that differ.
-    """
-    obj = load_file(path)
+    """Load a checkpoint's (or a .safetensors file's) tensors into model strictly; return warnings (NaN or
+    infinite values). A file that does not fit is refused with the names and shapes that differ."""
+    if str(path).endswith(".safetensors"):
+        obj: dict = {"state_dict": _load_safetensors(path)}
+    else:
+        obj = load_file(path)
     sd = state_dict_of(obj, path)
     diff = fit_diff(model.state_dict(), sd)
     if diff:
-        saved = f" (saved from '{obj['name']}')" if isinstance(obj.get("name"), str) else ""
+        saved = f" (saved from {clip(obj['name'])})" if isinstance(obj.get("name"), str) else ""
         raise CommandError(f"{path}: weights{saved} do not fit this model: {diff}")
     model.load_state_dict(sd, strict=True)
     bad = [k for k, t in sd.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if not bad:
         return []
     return [f"{path}: {len(bad)} of {len(sd)} tensors hold NaN or infinite values ({_some([_name(k) for k in bad])})"]
+
+
+def _load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A .safetensors file: a JSON header and raw tensors, no pickle at all (audited, header capped at 100 MB)."""
+    p = _regular_file(path)
+    try:
+        from safetensors.torch import load_file as load_safetensors
+    except ImportError:
+        raise CommandError('reading .safetensors needs safetensors: pip install "resnet-spec[export]"') from None
+    try:
+        return load_safetensors(str(p))
+    except Exception:  # a truncated file, a foreign format: unusable input
+        raise CommandError(f"{path}: a truncated or corrupt safetensors file") from None
+
+
+def _torch_version() -> tuple[int, int]:
+    found = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
 def fit_diff(want: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:

@@ -346,6 +346,35 @@ def test_weights_that_fit_load_and_nans_are_warned(cli, tiny):
                    "(layer1.0.bn1.weight, fc.bias)\n")
 
 
+def test_safetensors_weights_load_and_bad_ones_are_refused(cli, tiny):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    assert cli(["build", "tiny.yaml", "--out", "good.pt"])[0] == 0
+    sd = torch.load(tiny / "good.pt", weights_only=True)["state_dict"]
+    safetensors_torch.save_file(sd, tiny / "w.safetensors")
+    code, out, err = cli(["build", "tiny.yaml", "--weights", "w.safetensors"])
+    assert code == 0 and err == "" and "output 1x3" in out
+    data = (tiny / "w.safetensors").read_bytes()
+    (tiny / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    (tiny / "pickle.safetensors").write_bytes((tiny / "good.pt").read_bytes())
+    del sd["fc.bias"]
+    safetensors_torch.save_file(sd, tiny / "short.safetensors")
+    prefix = "resnet-spec build: error: "
+    assert _weights_error(cli, "cut.safetensors") == (1, prefix + "cut.safetensors: a truncated or corrupt safetensors file")
+    assert _weights_error(cli, "pickle.safetensors") == (1, prefix + "pickle.safetensors: a truncated or corrupt "
+                                                         "safetensors file")
+    assert _weights_error(cli, "short.safetensors") == (1, prefix + "short.safetensors: weights do not fit this model: "
+                                                        "1 missing (fc.bias)")
+
+
+def test_a_torch_whose_weights_only_load_runs_code_is_not_trusted(cli, tiny, monkeypatch):
+    """Below torch 2.6, weights_only=True could run code (CVE-2025-32434): no checkpoint is opened at all."""
+    assert cli(["build", "tiny.yaml", "--out", "good.pt"])[0] == 0
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    assert _weights_error(cli, "good.pt") == (1, "resnet-spec build: error: good.pt: not loaded: torch 2.5.1's "
+                                              "weights-only loading can run code from the file (CVE-2025-32434); "
+                                              "upgrade to torch 2.6 or later")
+
+
 def test_a_tampered_embedded_spec_is_validated_like_a_file(cli, tiny):
     """predict builds from the spec inside the checkpoint: it gets the schema, the rules and the cost caps."""
     sd = {"fc.bias": torch.zeros(3)}

@@ -157,8 +157,11 @@ def load_yaml(path: str | Path, shown: str | None = None) -> Document:
                 break
             if isinstance(event, yaml.ScalarEvent) and _CONTROL.search(event.value):
                 bad = _CONTROL.search(event.value).group()
+                top = stack[-1] if stack else None
+                is_key = top is not None and isinstance(top[0], dict) and top[2] is None
+                at = () if top is None else top[1] if is_key else _child_path(top)  # a key's own text is not shown raw
                 err(event.start_mark, f"control character U+{ord(bad):04X} in {clip(event.value)}; "
-                    "spec text must be printable", stack[-1][1] if stack else ())
+                    "spec text must be printable", at)
                 break
             parent = stack[-1] if stack else None
             if parent is not None and isinstance(parent[0], dict) and parent[2] is None:

@@ -315,7 +315,9 @@ def machine() -> list[str]:
         pass
     flags = ", ".join(f for f in ("avx2", "avx512f") if f in Path("/proc/cpuinfo").read_text()) \
         if Path("/proc/cpuinfo").exists() else ""
-    return [f"CPU: {cpu} ({flags}); {os.cpu_count()} logical cores; torch threads {torch.get_num_threads()}",
+    omp = os.environ.get("OMP_WAIT_POLICY", "unset")
+    return [f"CPU: {cpu} ({flags}); {os.cpu_count()} logical cores; torch threads {torch.get_num_threads()}; "
+            f"OMP_WAIT_POLICY {omp}",
             f"torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}, "
             f"{platform.system()} {platform.release()}",
             f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}"]
@@ -336,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
-                   help="wall time, or process CPU time (steadier on a shared machine; use with --threads 1)")
+                   help="wall time, or process CPU time: steadier on a shared machine, with OMP_WAIT_POLICY=PASSIVE "
+                        "so that waiting threads sleep instead of spinning")
     p.add_argument("--no-train", action="store_true", help="skip the training-loop row")
     p.add_argument("--cuda-batch", type=int, default=128, help="batch size of the CUDA rows (default: 128)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md", help="the markdown table")
@@ -373,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_train:
         add([training_row(s)])
     missed = [r for r in rows if r.ok is False]
-    command = "python benchmarks/bench.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ)
+    command = (env + " " if env else "") + "python benchmarks/bench.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     text = (f"# resnet-spec benchmark\n\nCommand: `{command}`  \n" + "  \n".join(header)
             + f"  \nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n\n"
             + f"CPU rows: batch {BATCH}, {SIZE}x{SIZE}, fp32, torch.inference_mode, {args.clock} clock; "

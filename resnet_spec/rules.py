@@ -33,10 +33,16 @@ def check(spec: ResNetSpec, res: Resolved) -> list[ErrorRecord]:
 
     n_stages = len(spec.stages)
     for si, st in enumerate(spec.stages):
-        for oi, (index, _) in enumerate(st.overrides):
+        first: dict[int, int] = {}
+        for oi, o in enumerate(res.data["stages"][si].get("overrides") or ()):
+            index = o["index"]
             if index >= st.blocks:
                 err(("stages", si, "overrides", oi, "index"),
                     f"block {index} does not exist; the stage has {st.blocks} block{'s' if st.blocks > 1 else ''}")
+            if index in first:
+                err(("stages", si, "overrides", oi, "index"),
+                    f"block {index} is already overridden by overrides[{first[index]}]; merge the two")
+            first.setdefault(index, oi)
         for bi in range(st.blocks):
             b = st.block_at(bi)
             at = None if b is st.block else bi
@@ -54,6 +60,9 @@ def check(spec: ResNetSpec, res: Resolved) -> list[ErrorRecord]:
                     "raise width_per_group or channels")
         if spec.output_stride is not None and st.dilation != 1:
             err(("stages", si, "dilation"), "set either output_stride or per-stage dilation, not both")
+    if spec.stem.type == "deep_tiered" and spec.stem.width < 4:
+        err(("stem", "width"), f"a deep_tiered stem needs a width of at least 4 (its first conv has "
+            f"3 * (width // 4) channels), got {spec.stem.width}")
     if spec.features is not None:
         for i, f in enumerate(spec.features):
             if f > n_stages:

@@ -130,8 +130,8 @@ def from_data(data: dict, name: str) -> ResNetSpec:
     for s in data["stages"]:
         s = {**defaults("stage"), **s}
         stage_block = _merge_block(block_defaults, s.get("block") or {})
-        overrides = tuple(sorted((o["index"], _block(_merge_block(stage_block, o["block"])))
-                                 for o in s.get("overrides") or ()))
+        overrides = tuple(sorted(((o["index"], _block(_merge_block(stage_block, o["block"])))
+                                  for o in s.get("overrides") or ()), key=lambda ib: ib[0]))
         stages.append(StageSpec(s["channels"], s["blocks"], s["stride"], s["dilation"],
                                 _block(stage_block), overrides))
     stem = {**defaults("stem"), **(data.get("stem") or {})}

@@ -141,3 +141,9 @@ def test_an_exporter_failure_is_one_line(cli, tmp_path, monkeypatch):
     assert code == 1 and not path.exists()
     assert err.strip().splitlines()[-1] == (f"resnet-spec export: error: onnx export failed, {path} not written: "
                            "RuntimeError: protobuf: message too large")
+
+
+def test_cli_format_choices_are_the_exporters():
+    from resnet_spec import export
+    from resnet_spec.commands import export as command
+    assert command.FORMATS == export.FORMATS

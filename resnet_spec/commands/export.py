@@ -5,11 +5,14 @@ import sys
 
 from ..cli import CommandError
 
+# The export formats, kept here so that `--help` needs no torch (tests/test_export.py checks they
+# equal resnet_spec.export.FORMATS).
+FORMATS = ("torchscript", "onnx", "safetensors", "state_dict")
+
 
 def register(sub) -> None:
     import textwrap
     from ..cli import add_command
-    from ..export import FORMATS
     p = add_command(sub, "export", "Write a spec's model as TorchScript, ONNX, safetensors or a state_dict, checked.",
                     "  resnet-spec export resnet50 --format onnx --out resnet50.onnx --weights run/best.pt\n"
                     "  resnet-spec export resnet18 --format torchscript --out resnet18.ts --input-size 64\n"

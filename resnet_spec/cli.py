@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import keyword
+import os
 import sys
 
 from .errors import SpecError
@@ -28,8 +28,6 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = name.replace("-", "_") + ("_" if keyword.iskeyword(name) else "")  # import -> import_.py
-        if importlib.util.find_spec(f"resnet_spec.commands.{module}") is None:
-            continue  # TODO(integration): remove once every command module has landed
         importlib.import_module(f"resnet_spec.commands.{module}").register(sub)
     return parser
 
@@ -62,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:  # a bug rather than bad input: still one line, the traceback on request
+        if os.environ.get("RESNET_SPEC_DEBUG"):
+            raise
+        print(f"resnet-spec {args.command}: internal error: {type(e).__name__}: {e}\n"
+              "This is a bug in resnet-spec; RESNET_SPEC_DEBUG=1 shows the traceback.", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -88,3 +88,18 @@ def test_every_command_has_help_with_examples(cli):
     for name in sub.choices:
         code, out, _ = cli([name, "--help"])
         assert code == 0 and "examples:" in out, name
+
+
+def test_a_bug_is_one_line_with_exit_3_and_the_traceback_on_request(cli, monkeypatch):
+    import resnet_spec.commands.schema as schema_cmd
+
+    def broken(args):
+        raise ZeroDivisionError("boom")
+    monkeypatch.setattr(schema_cmd, "run", broken)
+    code, _, err = cli(["schema"])
+    assert code == 3 and "Traceback" not in err
+    assert err.splitlines()[0] == "resnet-spec schema: internal error: ZeroDivisionError: boom"
+    monkeypatch.setenv("RESNET_SPEC_DEBUG", "1")
+    import pytest
+    with pytest.raises(ZeroDivisionError):
+        cli(["schema"])

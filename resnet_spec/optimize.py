@@ -62,62 +62,8 @@ def fold_batchnorms(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def _can_prepack() -> bool:
-    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
-
-
-class PrepackedConv2d(nn.Conv2d):
-    """A Conv2d that also keeps its weight reordered into oneDNN's blocked layout, for CPU inference.
-
-    Eager conv2d reorders the weight on every call; doing it once is what torch.compile's freezing
-    does, and saves 5-10% of a ResNet forward on CPU. `weight` stays the plain parameter (state_dict,
-    other devices, dtypes and gradients use it through the ordinary conv2d), and a weight changed
-    in place or replaced is packed again on the next call.
-    """
-
-    def _pack(self) -> None:
-        w = self.weight.detach()
-        self._packed = torch.ops.mkldnn._reorder_convolution_weight(
-            w, list(self.padding), list(self.stride), list(self.dilation), self.groups)
-        self._packed_from = (w.data_ptr(), self.weight._version)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        if (x.device.type != "cpu" or w.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32
-                or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
-            return super().forward(x)
-        if getattr(self, "_packed_from", None) != (w.data_ptr(), w._version):
-            self._pack()
-        return torch.ops.mkldnn._convolution_pointwise(x, self._packed, self.bias, list(self.padding),
-                                                       list(self.stride), list(self.dilation), self.groups,
-                                                       "none", [None], "")
-
-    def __getstate__(self) -> dict:
-        # The packed copy is an opaque oneDNN tensor that cannot be pickled; it is rebuilt on demand.
-        state = super().__getstate__()
-        return {k: v for k, v in state.items() if k not in ("_packed", "_packed_from")}
-
-
-def prepack_convs(model: nn.Module) -> int:
-    """Replace each plain, ungrouped, zero-padded Conv2d by a PrepackedConv2d sharing its parameters; return how many."""
-    if not _can_prepack():
-        return 0
-    # Grouped convs (ResNeXt's 3x3) ran about 15% slower pre-reordered here, so they are left alone.
-    targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Conv2d and m.groups == 1
-               and m.padding_mode == "zeros" and not isinstance(m.padding, str)]
-    for name, conv in targets:
-        packed = PrepackedConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                                 padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                                 bias=conv.bias is not None, device="meta")
-        packed.weight, packed.bias = conv.weight, conv.bias
-        model.set_submodule(name, packed)
-    return len(targets)
-
-
 def optimize_for_inference(model: nn.Module, compile: bool = False) -> nn.Module:
-    """Eval mode, no gradients, BatchNorms folded, weights in channels_last (and, on CPU, pre-reordered for
-    oneDNN); `compile` wraps the folded model in torch.compile instead of pre-reordering.
+    """Eval mode, no gradients, BatchNorms folded, weights in channels_last; `compile` adds torch.compile.
 
     Inputs may stay in the default (NCHW) layout: a conv whose weight is channels_last writes a
     channels_last output, and the rest of the network follows it. Outputs equal the eager model's
@@ -130,5 +76,4 @@ def optimize_for_inference(model: nn.Module, compile: bool = False) -> nn.Module
     model.to(memory_format=torch.channels_last)
     if compile:
         return torch.compile(model)
-    prepack_convs(model)
     return model

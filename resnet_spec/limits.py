@@ -35,6 +35,7 @@ class Cost:
     activation_bytes: int
     input_size: int
     batch: int
+    rows: tuple  # the per-part analysis (resnet_spec.analysis.Row) the estimate came from
 
 
 def check(spec: ResNetSpec, limits: Limits = Limits(), input_size: int | None = None, batch: int = 1) -> Cost:
@@ -54,7 +55,8 @@ def check(spec: ResNetSpec, limits: Limits = Limits(), input_size: int | None = 
                          f"{_mb(input_bytes)}, more than the cap of {limits.max_activation_mb:,} MB "
                          "(--max-activation-mb raises it)")
     try:
-        total = totals(analyse(spec, size, batch))
+        rows = analyse(spec, size, batch)
+        total = totals(rows)
     except Exception as e:  # noqa: BLE001 - the meta forward is where a shape no rule foresaw shows up
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         if "overflow" in first:
@@ -70,7 +72,7 @@ def check(spec: ResNetSpec, limits: Limits = Limits(), input_size: int | None = 
         raise LimitError(f"{spec.name}: activations of {_mb(total.activation_bytes)} for a {batch}x{spec.in_channels}"
                          f"x{size}x{size} input, more than the cap of {limits.max_activation_mb:,} MB "
                          "(--max-activation-mb raises it)")
-    return Cost(spec.num_blocks, total.params, total.activation_bytes, size, batch)
+    return Cost(spec.num_blocks, total.params, total.activation_bytes, size, batch, tuple(rows))
 
 
 def _mb(n: int) -> str:

@@ -98,3 +98,15 @@ def test_build_dry_run_verbose_has_one_row_per_block(cli):
     assert code == 0
     names = [line.split()[0] for line in out.splitlines() if line.startswith("layer")]
     assert len(names) == 3 + 4 + 6 + 3 and names[0] == "layer1.0" and names[-1] == "layer4.2"
+
+
+def test_build_dry_run_costs_a_two_billion_parameter_spec_without_raising_caps(cli, tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text(HUGE)
+    code, out, err = cli(["build", path, "--dry-run"])
+    assert code == 0, err
+    params = int(out.splitlines()[-1].split(" parameters")[0].replace(",", ""))
+    assert params > 2_000_000_000 and "forward pass" not in out
+    # A real build of it is refused before anything is allocated.
+    code, _, err = cli(["build", path])
+    assert code == 1 and "more than the cap of 1,000,000,000 (--max-params raises it)" in err

@@ -71,10 +71,14 @@ def run(args) -> int:
 
     from ..analysis import analyse, totals
     from ..limits import check
-    # Before any allocation, and before the table's analysis, whose time grows with the spec.
-    check(spec, Limits(args.max_params, args.max_activation_mb, args.max_blocks), args.input_size, args.batch)
-    size = args.input_size or spec.input_size
-    rows = analyse(spec, size, args.batch, verbose=args.verbose)
+    # Before any allocation. A dry run allocates nothing, so only the block cap (which bounds the
+    # analysis's own time) applies to it: a 2-billion-parameter spec can still be costed.
+    limits = Limits(args.max_params, args.max_activation_mb, args.max_blocks)
+    if args.dry_run:
+        limits = Limits(sys.maxsize, sys.maxsize >> 20, args.max_blocks)
+    cost = check(spec, limits, args.input_size, args.batch)
+    size = cost.input_size
+    rows = analyse(spec, size, args.batch, verbose=True) if args.verbose else list(cost.rows)
     total = totals(rows)
     print(f"{spec.name}: {spec.description}" if spec.description else spec.name)
     print(f"input {args.batch}x{spec.in_channels}x{size}x{size}")
@@ -82,7 +86,7 @@ def run(args) -> int:
     print(f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs per image"
           if args.batch == 1 else f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs per batch of {args.batch}")
     if args.diagram:
-        _write_diagram(args.diagram, spec, rows if not args.verbose else analyse(spec, size), size)
+        _write_diagram(args.diagram, spec, list(cost.rows), size)
     if args.dry_run:
         return 0
 

@@ -1,6 +1,7 @@
 """Speed of resnet-spec models against torchvision's, measured side by side in one process.
 
-    python benchmarks/bench.py [--quick] [--device cpu|cuda] [--no-compile] [--out benchmarks/results.md]
+    python benchmarks/bench.py [--quick] [--device cpu|cuda] [--threads N] [--clock wall|cpu]
+                               [--no-compile] [--no-train] [--cuda-batch N] [--out benchmarks/results.md]
 
 Every row times ours and the reference interleaved (ABBA order), after warm-up, and reports medians
 and the median of the paired ratios, so drift on a shared, noisy machine hits both sides alike.

@@ -29,7 +29,8 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
     `load_state_dict(sd, assign=True)` and then `materialize_buffers(model)` yourself.
     optimize="inference" folds each BatchNorm into its conv and uses channels_last (eval mode,
     no gradients); `compile=True` also wraps it in torch.compile.
-    `limits` caps the cost, estimated on the meta device before anything is allocated (None: no check).
+    `limits` caps the blocks and the parameters before any weight is written (None: no check);
+    the activation cap is left to the forward pass's caller, who knows the input size and batch.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")

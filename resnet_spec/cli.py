@@ -32,6 +32,17 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts and sizes: a whole number of at least 1 (anything else is bad usage, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
     """A subcommand parser whose --help ends with examples."""
     return sub.add_parser(name, help=help, description=help, epilog="examples:\n" + examples + "\n",

@@ -61,7 +61,7 @@ def test_bad_usage_exits_2_and_bad_input_exits_1(cli, tmp_path):
     assert cli(["frobnicate"])[0] == 2
     assert cli([])[0] == 2
     code, _, err = cli(["build", "resnet18", "--batch", "0"])
-    assert code == 1 and err.strip() == "resnet-spec build: error: --batch must be at least 1, got 0"
+    assert code == 2 and err.splitlines()[-1] == "resnet-spec build: error: argument --batch: must be at least 1, got 0"
     code, _, err = cli(["build", "resnet18", "--out", tmp_path / "missing" / "m.pt"])
     assert code == 1 and "does not exist" in err
     code, _, err = cli(["build", "resnet18", "--device", "tpu"])

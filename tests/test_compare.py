@@ -90,7 +90,7 @@ def test_without_timm_says_how_to_install_it(cli, monkeypatch):
 
 
 def test_bad_arguments(cli):
-    assert cli(["compare", "resnet18", "--reference", "torchvision:resnet18", "--input-size", "0"])[0] == 1
+    assert cli(["compare", "resnet18", "--reference", "torchvision:resnet18", "--input-size", "0"])[0] == 2
     assert cli(["compare", "resnet18", "--reference", "torchvision:resnet18", "--dtype", "float16"])[0] == 2
     assert cli(["compare", "resnet18"])[0] == 2
     code, _, err = cli(["compare", "resnet18", "--reference", "torchvision:resnet18", "--device", "tpu"])

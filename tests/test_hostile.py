@@ -241,7 +241,7 @@ def test_cost_caps_are_flags(cli, monkeypatch, tmp_path):
     assert code == 1 and err == ("resnet-spec build: error: tiny: the 1000000000000x3x16x16 input alone needs "
                                  "2,929,687,500.0 MB, more than the cap of 16,384 MB (--max-activation-mb raises it)\n")
     code, _, err = cli(["build", "tiny.yaml", "--max-blocks", 0])
-    assert code == 1 and err == "resnet-spec build: error: --max-blocks must be at least 1, got 0\n"
+    assert code == 2 and err.splitlines()[-1] == "resnet-spec build: error: argument --max-blocks: must be at least 1, got 0"
 
 
 def test_build_model_applies_the_caps():

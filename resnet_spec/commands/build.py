@@ -9,7 +9,7 @@ from ..limits import Limits
 
 
 def register(sub) -> None:
-    from ..cli import add_command
+    from ..cli import add_command, positive_int
     p = add_command(sub, "build", "Build a spec into a torch model, print its per-stage table and run a forward pass.",
                     "  resnet-spec build specs/resnet34.yaml\n"
                     "  resnet-spec build resnet50 --device cuda --batch 32\n"
@@ -18,9 +18,9 @@ def register(sub) -> None:
                     "  resnet-spec build resnet50 --dry-run --diagram resnet50.svg")
     p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--input-size", type=int, metavar="N", help="input height and width (default: the spec's)")
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the forward pass (default: 1)")
-    p.add_argument("--num-classes", type=int, metavar="N", help="resize the classifier to N outputs")
+    p.add_argument("--input-size", type=positive_int, metavar="N", help="input height and width (default: the spec's)")
+    p.add_argument("--batch", type=positive_int, default=1, metavar="N", help="batch size of the forward pass (default: 1)")
+    p.add_argument("--num-classes", type=positive_int, metavar="N", help="resize the classifier to N outputs")
     p.add_argument("--out", metavar="FILE", help="save the state_dict with the resolved spec embedded")
     p.add_argument("--seed", type=int, default=0, help="random seed for the weights and input (default: 0)")
     p.add_argument("--dry-run", action="store_true", help="print the table only; allocate no real tensors")
@@ -29,11 +29,11 @@ def register(sub) -> None:
     p.add_argument("--optimize", action="store_true",
                    help="fold each BatchNorm into its conv and use channels_last before the forward pass (inference only)")
     p.add_argument("--weights", metavar="CKPT", help="load this checkpoint's state_dict (strictly) before the forward pass")
-    p.add_argument("--max-params", type=int, default=Limits.max_params, metavar="N",
+    p.add_argument("--max-params", type=positive_int, default=Limits.max_params, metavar="N",
                    help=f"refuse specs with more parameters (default: {Limits.max_params:,})")
-    p.add_argument("--max-activation-mb", type=int, default=Limits.max_activation_mb, metavar="MB",
+    p.add_argument("--max-activation-mb", type=positive_int, default=Limits.max_activation_mb, metavar="MB",
                    help=f"refuse a forward pass whose layer outputs sum to more (default: {Limits.max_activation_mb:,})")
-    p.add_argument("--max-blocks", type=int, default=Limits.max_blocks, metavar="N",
+    p.add_argument("--max-blocks", type=positive_int, default=Limits.max_blocks, metavar="N",
                    help=f"refuse specs with more residual blocks (default: {Limits.max_blocks:,})")
     p.set_defaults(func=run)
 
@@ -51,10 +51,6 @@ def _table(rows, total) -> str:
 
 
 def run(args) -> int:
-    for flag in ("input_size", "batch", "num_classes", "max_params", "max_activation_mb", "max_blocks"):
-        v = getattr(args, flag)
-        if v is not None and v < 1:
-            raise CommandError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
     from ..api import load_spec
     from ..spec import with_num_classes
     spec = load_spec(args.spec)

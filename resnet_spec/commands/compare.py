@@ -10,7 +10,7 @@ MAX_ROWS = 40  # rows of the key table shown in text; --format json lists every 
 
 def register(sub) -> None:
     import textwrap
-    from ..cli import add_command
+    from ..cli import add_command, positive_int
     p = add_command(sub, "compare", "Prove a spec equal to a torchvision or timm model (keys, shapes, outputs).",
                     "  resnet-spec compare resnet50 --reference torchvision:resnet50\n"
                     "  resnet-spec compare specs/resnet34.yaml --reference torchvision:resnet34 --dtype float64\n"
@@ -25,18 +25,14 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="float64 makes the output check exact up to rounding (default: float32)")
-    p.add_argument("--input-size", type=int, metavar="N", help="input height and width (default: the spec's)")
-    p.add_argument("--batch", type=int, default=2, metavar="N", help="batch size of the random input (default: 2)")
+    p.add_argument("--input-size", type=positive_int, metavar="N", help="input height and width (default: the spec's)")
+    p.add_argument("--batch", type=positive_int, default=2, metavar="N", help="batch size of the random input (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default: 0)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    for flag in ("input_size", "batch"):
-        v = getattr(args, flag)
-        if v is not None and v < 1:
-            raise CommandError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
     from ..compare import parse_reference
     ref = parse_reference(args.reference)
     from ..api import load_spec

@@ -9,7 +9,7 @@ from ..cli import CommandError
 
 
 def register(sub) -> None:
-    from ..cli import add_command
+    from ..cli import add_command, positive_int
     p = add_command(sub, "evaluate", "Evaluate a checkpoint from `resnet-spec train` on a folder of class subfolders.",
                     "  resnet-spec evaluate runs/r18/best.pt --data flowers/val\n"
                     "  resnet-spec evaluate runs/r18/best.pt --data flowers/val --confusion cm.png --format json")
@@ -17,9 +17,9 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="a folder of class subfolders, e.g. DATASET/val")
     p.add_argument("--confusion", metavar="PNG", help="confusion-matrix plot (default: confusion.png beside the checkpoint)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
+    p.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="images per forward pass (default: 64)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="data-loading processes (default: 0)")
-    p.add_argument("--image-size", type=int, metavar="N", help="crop size (default: the size the model was trained at)")
+    p.add_argument("--image-size", type=positive_int, metavar="N", help="crop size (default: the size the model was trained at)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.set_defaults(func=run)
 
@@ -27,10 +27,6 @@ def register(sub) -> None:
 def run(args) -> int:
     from .train import require
     require("resnet-spec evaluate", ("matplotlib",))
-    for flag in ("batch_size", "image_size"):
-        v = getattr(args, flag)
-        if v is not None and v < 1:
-            raise CommandError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
     if args.workers < 0:
         raise CommandError(f"--workers must not be negative, got {args.workers}")
     from ..fileio import check_writable

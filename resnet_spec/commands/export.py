@@ -12,7 +12,7 @@ FORMATS = ("torchscript", "onnx", "safetensors", "state_dict")
 
 def register(sub) -> None:
     import textwrap
-    from ..cli import add_command
+    from ..cli import add_command, positive_int
     p = add_command(sub, "export", "Write a spec's model as TorchScript, ONNX, safetensors or a state_dict, checked.",
                     "  resnet-spec export resnet50 --format onnx --out resnet50.onnx --weights run/best.pt\n"
                     "  resnet-spec export resnet18 --format torchscript --out resnet18.ts --input-size 64\n"
@@ -26,18 +26,14 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
     p.add_argument("--weights", metavar="CKPT", help="a resnet-spec checkpoint, a plain state_dict (.pt) or "
                    ".safetensors file whose keys and shapes match the spec (default: seeded random weights)")
-    p.add_argument("--num-classes", type=int, metavar="N", help="resize the classifier to N outputs")
-    p.add_argument("--input-size", type=int, metavar="N",
+    p.add_argument("--num-classes", type=positive_int, metavar="N", help="resize the classifier to N outputs")
+    p.add_argument("--input-size", type=positive_int, metavar="N",
                    help="input height and width used to trace and check (default: the spec's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and check inputs (default: 0)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    for flag in ("input_size", "num_classes"):
-        v = getattr(args, flag)
-        if v is not None and v < 1:
-            raise CommandError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
     from ..api import load_spec
     from ..fileio import check_writable
     from ..spec import with_num_classes

@@ -8,25 +8,21 @@ from ..cli import CommandError
 
 
 def register(sub) -> None:
-    from ..cli import add_command
+    from ..cli import add_command, positive_int
     p = add_command(sub, "predict", "Predict the top-k classes of images with a checkpoint from `resnet-spec train`.",
                     "  resnet-spec predict runs/r18/best.pt tulip.jpg\n"
                     "  resnet-spec predict runs/r18/best.pt photos/*.jpg --topk 3 --format json")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a best.pt or last.pt written by `resnet-spec train`")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to show per image (default: 5)")
+    p.add_argument("--topk", type=positive_int, default=5, metavar="K", help="classes to show per image (default: 5)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward pass (default: 32)")
-    p.add_argument("--image-size", type=int, metavar="N", help="crop size (default: the size the model was trained at)")
+    p.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="images per forward pass (default: 32)")
+    p.add_argument("--image-size", type=positive_int, metavar="N", help="crop size (default: the size the model was trained at)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    for flag in ("topk", "batch_size", "image_size"):
-        v = getattr(args, flag)
-        if v is not None and v < 1:
-            raise CommandError(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
     from .build import _device
     device = _device(args.device)
     from ..predict import load_trained, predict

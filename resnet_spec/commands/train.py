@@ -10,7 +10,7 @@ RESUMABLE = ("epochs", "workers", "device", "data")
 
 
 def register(sub) -> None:
-    from ..cli import add_command
+    from ..cli import add_command, positive_int
     p = add_command(sub, "train", "Train a spec on an image folder with train/ and val/ class subfolders.",
                     "  resnet-spec train specs/resnet18.yaml --data flowers --out runs/r18 --epochs 30\n"
                     "  resnet-spec train specs/resnet10_cifar.yaml --data digits --image-size 32 --optimizer adamw --lr 3e-3\n"
@@ -20,9 +20,9 @@ def register(sub) -> None:
     p.add_argument("--data", metavar="DIR", help="dataset folder holding train/ and val/, each of class subfolders")
     p.add_argument("--out", metavar="RUN_DIR", help="where checkpoints and logs go (default: runs/<spec name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
-    p.add_argument("--image-size", type=int, metavar="N", help="training crop size in pixels (default: 224)")
-    p.add_argument("--epochs", type=int, metavar="N", help="total epochs (default: 30)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="images per step per process (default: 128)")
+    p.add_argument("--image-size", type=positive_int, metavar="N", help="training crop size in pixels (default: 224)")
+    p.add_argument("--epochs", type=positive_int, metavar="N", help="total epochs (default: 30)")
+    p.add_argument("--batch-size", type=positive_int, metavar="N", help="images per step per process (default: 128)")
     p.add_argument("--workers", type=int, metavar="N", help="data-loading processes per training process (default: 4)")
     p.add_argument("--optimizer", choices=("sgd", "adamw", "adam"), help="default: sgd (momentum 0.9)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 0.1)")
@@ -51,9 +51,6 @@ def _given(args) -> dict:
 
 
 def _check_ranges(given: dict) -> None:
-    for name in ("image_size", "epochs", "batch_size"):
-        if name in given and given[name] < 1:
-            raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got {given[name]}")
     for name in ("workers", "warmup", "weight_decay"):
         if name in given and given[name] < 0:
             raise CommandError(f"--{name.replace('_', '-')} must not be negative, got {given[name]}")

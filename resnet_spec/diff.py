@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .errors import format_path
-from .spec import ResNetSpec, _block, _merge_block  # the one place block defaults are resolved
+from .spec import ResNetSpec, merge_block, resolve_block  # the one place block defaults are resolved
 
 ABSENT = "(absent)"  # a field or stage that one of the two specs does not have
 
@@ -45,7 +45,7 @@ def effective(spec: ResNetSpec) -> dict:
         "input": {"channels": spec.in_channels, "size": spec.input_size},
         "stem": dataclasses.asdict(spec.stem),
         # The top-level block typed as the builder sees it (expansion null resolved by block type).
-        "block": dataclasses.asdict(_block(_merge_block(defaults("block"), block))),
+        "block": dataclasses.asdict(resolve_block(merge_block(defaults("block"), block))),
         "stages": stages,
         "head": dataclasses.asdict(spec.head) if spec.head else None,
         "norm": dataclasses.asdict(spec.norm),

@@ -107,14 +107,16 @@ class ResNetSpec:
         return sum(s.blocks for s in self.stages)
 
 
-def _merge_block(base: dict, over: dict) -> dict:
+def merge_block(base: dict, over: dict) -> dict:
+    """Block fields `over` laid on `base`; the nested attention mapping merges key by key."""
     out = dict(base)
     for k, v in over.items():
         out[k] = {**out.get(k, {}), **v} if k == "attention" else v
     return out
 
 
-def _block(fields: dict) -> BlockSpec:
+def resolve_block(fields: dict) -> BlockSpec:
+    """The typed block from complete block fields: attention defaults filled, expansion resolved."""
     f = dict(fields)
     f["attention"] = AttentionSpec(**{**defaults("attention"), **f.get("attention", {})})
     if f["expansion"] is None:
@@ -125,15 +127,15 @@ def _block(fields: dict) -> BlockSpec:
 def from_data(data: dict, name: str) -> ResNetSpec:
     """Build the typed spec from schema-valid data, filling every default from the schema."""
     top = {**defaults(""), **data}
-    block_defaults = _merge_block(defaults("block"), data.get("block") or {})
+    block_defaults = merge_block(defaults("block"), data.get("block") or {})
     stages = []
     for s in data["stages"]:
         s = {**defaults("stage"), **s}
-        stage_block = _merge_block(block_defaults, s.get("block") or {})
-        overrides = tuple(sorted(((o["index"], _block(_merge_block(stage_block, o["block"])))
+        stage_block = merge_block(block_defaults, s.get("block") or {})
+        overrides = tuple(sorted(((o["index"], resolve_block(merge_block(stage_block, o["block"])))
                                   for o in s.get("overrides") or ()), key=lambda ib: ib[0]))
         stages.append(StageSpec(s["channels"], s["blocks"], s["stride"], s["dilation"],
-                                _block(stage_block), overrides))
+                                resolve_block(stage_block), overrides))
     stem = {**defaults("stem"), **(data.get("stem") or {})}
     if stem["pool"] is None:
         stem["pool"] = "none" if stem["type"] == "cifar" else "max"

@@ -43,10 +43,11 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
-    """A subcommand parser whose --help ends with examples."""
-    return sub.add_parser(name, help=help, description=help, epilog="examples:\n" + examples + "\n",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_command(sub, name: str, help: str, examples: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand parser whose --help opens with `description` (default: help) and ends with examples."""
+    import textwrap
+    return sub.add_parser(name, help=help, description=textwrap.fill(description or help, 88),
+                          epilog="examples:\n" + examples + "\n", formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def main(argv: list[str] | None = None) -> int:

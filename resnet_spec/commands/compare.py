@@ -9,17 +9,16 @@ MAX_ROWS = 40  # rows of the key table shown in text; --format json lists every 
 
 
 def register(sub) -> None:
-    import textwrap
     from ..cli import add_command, positive_int
     p = add_command(sub, "compare", "Prove a spec equal to a torchvision or timm model (keys, shapes, outputs).",
                     "  resnet-spec compare resnet50 --reference torchvision:resnet50\n"
                     "  resnet-spec compare specs/resnet34.yaml --reference torchvision:resnet34 --dtype float64\n"
-                    "  resnet-spec compare my.yaml --reference timm:resnet50d --input-size 64 --format json")
-    p.description = textwrap.fill(
-        "Compare a spec's network with a torchvision or timm model: the state_dict keys and shapes, "
-        "then, after loading the reference's random weights strictly (norm weights and statistics "
-        "randomised), the outputs of both on one random input. Exit 0 when they are the same network "
-        "within tolerance, 1 otherwise.", 88)
+                    "  resnet-spec compare my.yaml --reference timm:resnet50d --input-size 64 --format json",
+                    description=(
+                        "Compare a spec's network with a torchvision or timm model: the state_dict keys and shapes, "
+                        "then, after loading the reference's random weights strictly (norm weights and statistics "
+                        "randomised), the outputs of both on one random input. Exit 0 when they are the same network "
+                        "within tolerance, 1 otherwise."))
     p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
     p.add_argument("--reference", required=True, metavar="LIB:NAME", help="torchvision:NAME or timm:NAME")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")

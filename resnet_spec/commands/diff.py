@@ -5,15 +5,14 @@ import json
 
 
 def register(sub) -> None:
-    import textwrap
     from ..cli import add_command
     p = add_command(sub, "diff", "Show what changed between two specs, field by field, and its cost per stage.",
                     "  resnet-spec diff resnet50 resnext50_32x4d\n"
-                    "  resnet-spec diff specs/resnet50.yaml my_resnet50.yaml --format json")
-    p.description = textwrap.fill(
-        "Show what changed between two specs: every field that differs once `extends` and defaults "
-        "are resolved, then parameters and MACs per stage. Exit 0 when nothing differs, 1 when "
-        "something does (as diff(1)).", 88)
+                    "  resnet-spec diff specs/resnet50.yaml my_resnet50.yaml --format json",
+                    description=(
+                        "Show what changed between two specs: every field that differs once `extends` and defaults "
+                        "are resolved, then parameters and MACs per stage. Exit 0 when nothing differs, 1 when "
+                        "something does (as diff(1))."))
     p.add_argument("a", metavar="A", help="a spec file, or the name of a shipped spec")
     p.add_argument("b", metavar="B", help="a spec file, or the name of a shipped spec")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")

@@ -11,16 +11,15 @@ FORMATS = ("torchscript", "onnx", "safetensors", "state_dict")
 
 
 def register(sub) -> None:
-    import textwrap
     from ..cli import add_command, positive_int
     p = add_command(sub, "export", "Write a spec's model as TorchScript, ONNX, safetensors or a state_dict, checked.",
                     "  resnet-spec export resnet50 --format onnx --out resnet50.onnx --weights run/best.pt\n"
                     "  resnet-spec export resnet18 --format torchscript --out resnet18.ts --input-size 64\n"
-                    "  resnet-spec export specs/resnet34.yaml --format safetensors --out resnet34.safetensors")
-    p.description = textwrap.fill(
-        "Export a spec's model (seeded random weights, or --weights) to a deployment format. The "
-        "export is loaded back and compared with the torch model before the file is written "
-        "atomically; ONNX is run with onnxruntime at two batch sizes on its dynamic batch axis.", 88)
+                    "  resnet-spec export specs/resnet34.yaml --format safetensors --out resnet34.safetensors",
+                    description=(
+                        "Export a spec's model (seeded random weights, or --weights) to a deployment format. The "
+                        "export is loaded back and compared with the torch model before the file is written "
+                        "atomically; ONNX is run with onnxruntime at two batch sizes on its dynamic batch axis."))
     p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
     p.add_argument("--format", required=True, choices=FORMATS, help="what to write")
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write")

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    import textwrap
     from ..cli import add_command
     p = add_command(sub, "import", "Write the spec of a torchvision or timm ResNet, read from its modules.",
                     "  resnet-spec import torchvision:resnet50\n"
                     "  resnet-spec import timm:resnet50d --out resnet50d.yaml\n"
                     "  resnet-spec import timm:seresnext50_32x4d --out se.yaml && "
-                    "resnet-spec compare se.yaml --reference timm:seresnext50_32x4d")
-    p.description = textwrap.fill(
-        "Write the spec of a torchvision or timm ResNet by reading its module structure (block "
-        "types, widths, strides, groups, stem, shortcuts, attention, norm). The spec is built on the "
-        "meta device and checked module by module against the reference before it is written.", 88)
+                    "resnet-spec compare se.yaml --reference timm:seresnext50_32x4d",
+                    description=(
+                        "Write the spec of a torchvision or timm ResNet by reading its module structure (block "
+                        "types, widths, strides, groups, stem, shortcuts, attention, norm). The spec is built on the "
+                        "meta device and checked module by module against the reference before it is written."))
     p.add_argument("reference", metavar="LIB:NAME", help="torchvision:NAME or timm:NAME")
     p.add_argument("--out", metavar="FILE", help="write the spec here (default: print it)")
     p.set_defaults(func=run)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .layers import BasicBlock, Bottleneck, make_act, make_anti_alias, make_norm, make_shortcut
 from .layout import StagePlan, plan, stem_conv_reduction
@@ -130,3 +131,23 @@ class ResNet(nn.Module):
                 out.append(x)
         return out
 
+
+def meta_model(spec: ResNetSpec) -> ResNet:
+    """The spec's model with every tensor on the meta device: shapes only, no memory, no RNG."""
+    with torch.device("meta"), _SkipMetaFills():
+        return ResNet(spec)
+
+
+class _SkipMetaFills(TorchFunctionMode):
+    """Skips in-place fills (the init functions' normal_, uniform_, fill_, zero_) of meta tensors.
+
+    A meta tensor has no data, so skipping them changes nothing, but running them costs more than
+    half of a meta-device build: each goes through torch's Python reference decompositions.
+    """
+
+    FILLS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.FILLS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from .api import load_spec
-from .build import ResNet
+from .build import ResNet, meta_model
 from .layers import BlurPool2d
 from .limits import Limits
 from .limits import check as check_limits
@@ -51,7 +50,7 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
     if init == "random":
         model: nn.Module = ResNet(spec) if limits is None else _capped_build(spec, limits)
     else:
-        model = _meta_model(spec)
+        model = meta_model(spec)
         if limits is not None and sum(p.numel() for p in model.parameters()) > limits.max_params:
             check_limits(spec, limits)
         if weights is not None:
@@ -61,11 +60,6 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
         from .optimize import optimize_for_inference
         model = optimize_for_inference(model, compile=compile)
     return model
-
-
-def _meta_model(spec: ResNetSpec) -> nn.Module:
-    with torch.device("meta"), _SkipMetaFills():
-        return ResNet(spec)
 
 
 class _OverCap(Exception):
@@ -99,21 +93,6 @@ def _capped_build(spec: ResNetSpec, limits: Limits) -> nn.Module:
         handle.remove()
     check_limits(spec, limits)  # raises LimitError, worded from the meta-device analysis (hook removed first)
     raise failed
-
-
-class _SkipMetaFills(TorchFunctionMode):
-    """Skips in-place fills (the init functions' normal_, uniform_, fill_, zero_) of meta tensors.
-
-    A meta tensor has no data, so skipping them changes nothing, but running them costs more than
-    half of a meta-device build: each goes through torch's Python reference decompositions.
-    """
-
-    FILLS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_})
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.FILLS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            return args[0]
-        return func(*args, **(kwargs or {}))
 
 
 def materialize_buffers(model: nn.Module) -> nn.Module:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, distributed, metrics, runstate
+from . import data, distributed, loaders, metrics, runstate
 from .cli import CommandError
 from .fileio import atomic_write
 from .spec import ResNetSpec, with_num_classes
@@ -42,6 +42,7 @@ class TrainConfig:
     channels_last: bool = False
     min_scale: float = 0.08
     hflip: bool = True
+    cache: str = "auto"
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
@@ -91,7 +92,6 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, spec: ResNetSpec, train: data.Split, val: data.Split,
                  resume: dict | None, dist: distributed.Dist) -> None:
-        from torch.utils.data import DataLoader, DistributedSampler, Subset
         self.cfg, self.dist, self.classes = cfg, dist, train.classes
         self.device = distributed.pick_device(cfg.device, dist)
         self.amp = autocast_dtype(cfg.amp, self.device)
@@ -104,18 +104,9 @@ class Run:
             self.model = self.model.to(memory_format=torch.channels_last)
         if resume is not None:
             self.model.load_state_dict(resume["state_dict"])
-        train_tf, val_tf = data.transforms(cfg.image_size, cfg.min_scale, cfg.hflip)
-        train_ds = data.ImageList(train.samples, train_tf)
-        # Every rank sees a disjoint slice of val with no padding, so summed counts are exact.
-        val_ds = Subset(data.ImageList(val.samples, val_tf), range(dist.rank, len(val.samples), dist.world))
-        # DistributedSampler with one replica is a seeded shuffle whose order depends only on (seed, epoch):
-        # that is what lets --resume replay the remaining epochs exactly.
-        self.sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed)
-        pin = self.device.type == "cuda"
-        self.train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers,
-                                       collate_fn=data.collate, pin_memory=pin, drop_last=False)
-        self.val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
-                                     collate_fn=data.collate, pin_memory=pin)
+        batches = loaders.make(cfg, train, val, dist, self.device)
+        self.train_loader, self.val_loader, self.sampler = batches.train, batches.val, batches.sampler
+        self.data_note = batches.note
         self.steps_per_epoch = len(self.train_loader)
         self.net: nn.Module = self.model
         if dist.enabled:
@@ -272,7 +263,7 @@ def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict | None = None) -> dic
         if dist.main:
             print(f"training {run.spec.name} on {device}" + (f" x{dist.world} ranks" if dist.enabled else "")
                   + f": {len(train_split.samples)} train / {len(val_split.samples)} val images,"
-                  f" {len(train_split.classes)} classes, epochs {run.start_epoch + 1}..{cfg.epochs}", flush=True)
+                  f" {len(train_split.classes)} classes, epochs {run.start_epoch + 1}..{cfg.epochs}\n{run.data_note}", flush=True)
         summary = run.fit()
     except BaseException:
         distributed.shutdown(dist, wait=False)

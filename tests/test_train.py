@@ -79,11 +79,17 @@ def straight(digits, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def straight_cosine(digits, tmp_path_factory) -> Path:
-    """Two epochs with warmup and a cosine schedule: a killed run must restore the scheduler to match it."""
-    run = tmp_path_factory.mktemp("straight_cosine") / "run"
-    _train_here([SPEC, "--data", digits, "--out", run, "--epochs", 2, "--schedule", "cosine", "--warmup", 1, *FAST])
-    return run
+def straight_cosine(digits, tmp_path_factory):
+    """Two epochs with warmup and a cosine schedule, per --cache: a killed run must restore the scheduler to match."""
+    runs = {}
+
+    def run_for(cache: str) -> Path:
+        if cache not in runs:
+            runs[cache] = tmp_path_factory.mktemp(f"straight_cosine_{cache}") / "run"
+            _train_here([SPEC, "--data", digits, "--out", runs[cache], "--epochs", 2, "--schedule", "cosine",
+                         "--warmup", 1, "--cache", cache, *FAST])
+        return runs[cache]
+    return run_for
 
 
 def test_train_writes_checkpoints_logs_and_class_indices(straight):
@@ -113,36 +119,43 @@ def test_resume_continues_exactly(digits, straight, tmp_path):
     assert [r["train_loss"] for r in _rows(run)] == [r["train_loss"] for r in _rows(straight)]
 
 
-# The child kills itself with SIGKILL partway through epoch 2, from inside the image loader (workers 0, so the
-# loader runs in the training process) or inside the writer of epoch 2's last.pt.
+# The child kills itself with SIGKILL partway through epoch 2: from inside the image loader (--cache off and
+# workers 0, so the loader runs in the training process), inside the batch-wise crop of the in-memory path, or
+# inside the writer of epoch 2's last.pt.
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    import resnet_spec.data as data, resnet_spec.runstate as runstate
+    import resnet_spec.data as data, resnet_spec.loaders as loaders, resnet_spec.runstate as runstate
     when, after = sys.argv[1], int(sys.argv[2])
-    calls = {"load": 0, "save": 0}
-    real_load, real_write = data.load_image, runstate.atomic_write
-    def load_image(path):
-        calls["load"] += 1
-        if when == "load" and calls["load"] > after:
+    calls = {"load": 0, "augment": 0, "save": 0}
+    real_load, real_crop, real_write = data.load_image, loaders.BatchRandomResizedCrop.__call__, runstate.atomic_write
+    def counted(what):
+        calls[what] += 1
+        if when == what and calls[what] > after:
             os.kill(os.getpid(), signal.SIGKILL)
+    def load_image(path):
+        counted("load")
         return real_load(path)
+    def crop(self, images):
+        counted("augment")
+        return real_crop(self, images)
     def atomic_write(path, write):
         calls["save"] += 1
         if when == "save" and calls["save"] > after:
             return real_write(path, lambda f: (f.write(b"half a checkpoint"), os.kill(os.getpid(), signal.SIGKILL)))
         return real_write(path, write)
-    data.load_image, runstate.atomic_write = load_image, atomic_write
+    data.load_image, loaders.BatchRandomResizedCrop.__call__, runstate.atomic_write = load_image, crop, atomic_write
     from resnet_spec.cli import main
     sys.exit(main(sys.argv[3:]))
 """)
 
 
-@pytest.mark.parametrize("when", ["load", "save"])
-def test_sigkill_mid_epoch_then_resume(digits, straight_cosine, tmp_path, when):
+# load: 120 train + 30 val images in epoch 1, then 50 more; augment: 4 batches of epoch 1, then 2 more;
+# save: best.pt and last.pt of epoch 1, then die.
+@pytest.mark.parametrize("when, after, cache", [("load", 200, "off"), ("augment", 6, "on"), ("save", 2, "on")])
+def test_sigkill_mid_epoch_then_resume(digits, straight_cosine, tmp_path, when, after, cache):
     run = tmp_path / "run"
-    # load: 120 train + 30 val images in epoch 1, then 50 more; save: best.pt and last.pt of epoch 1, then die.
-    after = 150 + 50 if when == "load" else 2
-    argv = ["train", SPEC, "--data", digits, "--out", run, "--epochs", 2, "--schedule", "cosine", "--warmup", 1, *FAST]
+    argv = ["train", SPEC, "--data", digits, "--out", run, "--epochs", 2, "--schedule", "cosine", "--warmup", 1,
+            "--cache", cache, *FAST]
     r = subprocess.run([sys.executable, "-c", KILLER, when, str(after), *map(str, argv)], capture_output=True,
                        text=True, env=ENV, cwd=ROOT, timeout=300)
     assert r.returncode == -signal.SIGKILL, r.stderr
@@ -152,10 +165,11 @@ def test_sigkill_mid_epoch_then_resume(digits, straight_cosine, tmp_path, when):
         assert list(run.glob(".*.tmp"))  # the half-written temp file is all the kill left behind
     _train_here(["--resume", run])
     assert not list(run.glob(".*.tmp"))
-    a, b = _load(straight_cosine / "last.pt"), _load(run / "last.pt")
+    reference = straight_cosine(cache)
+    a, b = _load(reference / "last.pt"), _load(run / "last.pt")
     _same_state(a["state_dict"], b["state_dict"])
     assert a["scheduler"] == b["scheduler"] and a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
-    assert [r["val_loss"] for r in _rows(run)] == [r["val_loss"] for r in _rows(straight_cosine)]
+    assert [r["val_loss"] for r in _rows(run)] == [r["val_loss"] for r in _rows(reference)]
 
 
 def test_classes_come_from_data_with_sgd_bf16_and_channels_last(digits, tmp_path, cli):
@@ -211,15 +225,17 @@ def test_predict_refuses_mismatched_checkpoints(straight, digits, tmp_path, cli)
     assert code == 1 and "no class subfolders" in err
 
 
-def test_corrupt_images_are_reported_skipped_and_counted(digits, tmp_path, cli):
+@pytest.mark.parametrize("cache", ["auto", "off"])
+def test_corrupt_images_are_reported_skipped_and_counted(digits, tmp_path, cli, cache):
     data = _copy(digits, tmp_path / "data")
     truncated = data / "train" / "3" / "truncated.png"
     truncated.write_bytes(next((data / "train" / "3").iterdir()).read_bytes()[:40])
     garbage = data / "val" / "5" / "garbage.jpg"
     garbage.write_bytes(b"not an image at all")
     run = tmp_path / "run"
-    code, out, err = cli(["train", SPEC, "--data", data, "--out", run, "--epochs", 1, *FAST])
+    code, out, err = cli(["train", SPEC, "--data", data, "--out", run, "--epochs", 1, "--cache", cache, *FAST])
     assert code == 0, err
+    assert ("decoded once into cpu memory" in out) == (cache == "auto")
     assert str(truncated) in err and str(garbage) in err
     assert _rows(run)[0]["skipped_images"] == "2"
     assert "2 images skipped" in out
@@ -272,9 +288,10 @@ def test_lr_schedule():
     assert [lr_factor(e * 4, 4, step) for e in (0, 3, 6, 8)] == pytest.approx([1, 0.1, 0.01, 0.01])
 
 
-def test_torchrun_two_processes_on_gloo(digits, tmp_path, cli):
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_torchrun_two_processes_on_gloo(digits, tmp_path, cli, cache):
     run = tmp_path / "run"
-    argv = ["-m", "resnet_spec", "train", SPEC, "--data", digits, "--out", run, "--epochs", 1, *FAST]
+    argv = ["-m", "resnet_spec", "train", SPEC, "--data", digits, "--out", run, "--epochs", 1, "--cache", cache, *FAST]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         *map(str, argv)],
                        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)

@@ -40,6 +40,9 @@ def register(sub) -> None:
                    help="smallest area fraction of RandomResizedCrop (default: 0.08, torchvision's)")
     p.add_argument("--no-flip", dest="hflip", action="store_false", default=None,
                    help="no random horizontal flip (for data where mirroring changes the class, e.g. digits)")
+    p.add_argument("--cache", choices=("auto", "on", "off"),
+                   help="decode the images once into memory on the training device and crop whole batches there:"
+                        " auto does it when the train images share one size and all fit in 1 GiB (default: auto)")
     p.set_defaults(func=run)
 
 

@@ -1,0 +1,195 @@
+"""Training and validation batches: read from disk by DataLoader workers, or decoded once into memory and
+augmented a whole batch at a time on the training device.
+
+Both yield (images, targets, [reasons for skipped images]) in the DistributedSampler's order, so the loop,
+DDP sharding and exact resume work the same either way. The in-memory path exists because for small images
+the per-image PIL decode and RandomResizedCrop cost as much as the model's own step (docs/training.md).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from . import data
+from .cli import CommandError
+
+# --cache auto holds the decoded images in memory (on the training device) only up to this many bytes.
+AUTO_BUDGET = 1 << 30
+RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range, torchvision's default
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """The train batches, the val batches, the sampler whose epoch sets the order, and a line saying which path."""
+
+    train: object
+    val: object
+    sampler: DistributedSampler
+    note: str
+
+
+class BatchRandomResizedCrop:
+    """RandomResizedCrop + horizontal flip for a batch of equal-sized images, in a few tensor ops on its device.
+
+    The crop boxes are drawn as torchvision's `RandomResizedCrop.get_params` draws them (area fraction uniform in
+    `scale`, log aspect ratio uniform, up to 10 tries, then the clamped center crop), from torch's global CPU RNG.
+    Each box is resampled to size x size by `roi_align`: bilinear at the output pixel centres, averaging
+    ceil(box / size) samples per pixel when shrinking (an area filter, where PIL uses a wider triangle one).
+    It samples the whole image, so a box's edge pixels blend with their neighbours instead of being repeated.
+    """
+
+    def __init__(self, size: int, scale: tuple[float, float], hflip: bool) -> None:
+        self.size, self.scale, self.hflip = size, scale, hflip
+
+    def boxes(self, n: int, height: int, width: int) -> torch.Tensor:
+        """n crop boxes (x1, y1, x2, y2) in pixels, float64, as get_params would choose them."""
+        area = height * width
+        log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
+        target = area * torch.empty(n, 10, dtype=torch.float64).uniform_(*self.scale)
+        aspect = torch.exp(torch.empty(n, 10, dtype=torch.float64).uniform_(*log_ratio))
+        w, h = torch.sqrt(target * aspect).round(), torch.sqrt(target / aspect).round()
+        fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        first = fits.to(torch.uint8).argmax(1, keepdim=True)  # the first try that fits, as the loop takes it
+        w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], fits.any(1)
+        offsets = torch.rand(n, 2, dtype=torch.float64)
+        top, left = (offsets[:, 0] * (height - h + 1)).floor(), (offsets[:, 1] * (width - w + 1)).floor()
+        # No try fitted: torchvision's fallback, the whole image clamped to the ratio range, centred.
+        fw, fh = float(width), float(height)
+        if width / height < RATIO[0]:
+            fh = float(round(width / RATIO[0]))
+        elif width / height > RATIO[1]:
+            fw = float(round(height * RATIO[1]))
+        top = torch.where(found, top, float((height - fh) // 2))
+        left = torch.where(found, left, float((width - fw) // 2))
+        w, h = torch.where(found, w, fw), torch.where(found, h, fh)
+        return torch.stack([left, top, left + w, top + h], 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> float (N, C, size, size) in 0..255, each image cropped, resized and maybe flipped."""
+        from torchvision.ops import roi_align
+        n, _, height, width = images.shape
+        index = torch.arange(n, dtype=torch.float64).unsqueeze(1)
+        rois = torch.cat([index, self.boxes(n, height, width)], 1).to(images.device, torch.float32)
+        out = roi_align(images.float(), rois, (self.size, self.size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        if self.hflip:
+            flip = (torch.rand(n) < 0.5).to(images.device).view(n, 1, 1, 1)
+            out = torch.where(flip, out.flip(3), out)
+        return out
+
+
+class MemoryBatches:
+    """Batches gathered from images held in one tensor, in the sampler's order (or in order without one)."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, sampler=None,
+                 augment: BatchRandomResizedCrop | None = None, skipped: tuple[str, ...] = ()) -> None:
+        self.images, self.targets, self.batch_size = images, targets, batch_size
+        self.sampler, self.augment, self.skipped = sampler, augment, list(skipped)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler if self.sampler is not None else self.targets) / self.batch_size)
+
+    def __iter__(self):
+        order = torch.tensor(list(self.sampler) if self.sampler is not None else range(len(self.targets)))
+        order = order.to(self.images.device)
+        for step, start in enumerate(range(0, len(order), self.batch_size)):
+            index = order[start:start + self.batch_size]
+            images = self.images[index]
+            if self.augment is not None:
+                images = self.augment(images)
+            # The images that failed to decode are reported with the first batch, once an epoch, as the
+            # disk path reports each one when its batch comes round.
+            yield images, self.targets[index], self.skipped if step == 0 else []
+
+
+def _uniform_size(samples, budget: float) -> tuple[int, int] | str:
+    """The (width, height) every image shares, read from the file headers; else why the cache is not used."""
+    from PIL import Image
+    first, total = None, 0
+    for path, _ in samples:
+        try:
+            with Image.open(path) as img:
+                size = img.size
+        except Exception:  # unreadable: it is reported and skipped when decoded
+            continue
+        if first is None:
+            first = size
+        elif size != first:
+            return f"images differ in size ({first[0]}x{first[1]} and {size[0]}x{size[1]}, {path})"
+        total += 3 * size[0] * size[1]
+        if total > budget:
+            return f"the decoded train images exceed {budget / 2**30:g} GiB"
+    return first if first is not None else "no train image could be read"
+
+
+def _decode(samples, transform, workers: int) -> tuple[list[torch.Tensor], list[int], list[str]]:
+    """Every sample through `transform`, in order, with DataLoader workers: (good images, their targets, skipped)."""
+    loader = DataLoader(data.ImageList(samples, transform), batch_size=64, num_workers=workers, collate_fn=list)
+    images, targets, skipped = [], [], []
+    for batch in loader:
+        for image, target, bad in batch:
+            if bad:
+                skipped.append(bad)
+            else:
+                images.append(image)
+                targets.append(target)
+    return images, targets, skipped
+
+
+def _in_memory(cfg, train: data.Split, val_samples, dist, device: torch.device, val_tf) -> Loaders | str:
+    budget = AUTO_BUDGET if cfg.cache == "auto" else math.inf
+    size = _uniform_size(train.samples, budget)
+    if isinstance(size, str):
+        return size
+    val_bytes = len(val_samples) * 3 * cfg.image_size ** 2
+    if val_bytes + len(train.samples) * 3 * size[0] * size[1] > budget:
+        return f"the decoded train and val images exceed {budget / 2**30:g} GiB"
+    from torchvision.transforms import PILToTensor
+    images, targets, skipped = _decode(train.samples, PILToTensor(), cfg.workers)
+    if not images:
+        raise CommandError(f"{train.root}: none of the {len(train.samples)} train images could be read")
+    train_images = torch.stack(images).to(device)
+    train_targets = torch.tensor(targets, dtype=torch.long, device=device)
+    sampler = DistributedSampler(range(len(targets)), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed)
+    augment = BatchRandomResizedCrop(cfg.image_size, (cfg.min_scale, 1.0), cfg.hflip)
+    # Every rank holds all train images, so only rank 0 counts the unreadable ones.
+    train_batches = MemoryBatches(train_images, train_targets, cfg.batch_size, sampler, augment,
+                                  tuple(skipped) if dist.main else ())
+    # Validation is deterministic: its transform runs once, here, and each epoch reads the result.
+    images, targets, val_skipped = _decode(val_samples, val_tf, cfg.workers)
+    val_images = torch.stack(images).to(device) if images else torch.empty(0, 3, cfg.image_size, cfg.image_size,
+                                                                           dtype=torch.uint8, device=device)
+    val_batches = MemoryBatches(val_images, torch.tensor(targets, dtype=torch.long, device=device), cfg.batch_size,
+                                skipped=tuple(val_skipped))
+    mib = (train_images.numel() + val_images.numel()) / 2**20
+    note = (f"data: {len(train_images) + len(val_images)} images decoded once into {device.type} memory"
+            f" ({mib:.1f} MiB); train crops are drawn batch-wise there")
+    return Loaders(train_batches, val_batches, sampler, note)
+
+
+def make(cfg, train: data.Split, val: data.Split, dist, device: torch.device) -> Loaders:
+    """The run's batches: in memory when --cache says so (auto: equal-sized images within the budget), else from disk."""
+    train_tf, val_tf = data.transforms(cfg.image_size, cfg.min_scale, cfg.hflip)
+    # Every rank sees a disjoint slice of val with no padding, so summed counts are exact.
+    val_samples = val.samples[dist.rank::dist.world]
+    reason = "--cache off"
+    if cfg.cache != "off":
+        loaders = _in_memory(cfg, train, val_samples, dist, device, val_tf)
+        if isinstance(loaders, Loaders):
+            return loaders
+        if cfg.cache == "on":
+            raise CommandError(f"--cache on: cannot hold {train.root} in memory: {loaders}")
+        reason = loaders
+    train_ds = data.ImageList(train.samples, train_tf)
+    val_ds = data.ImageList(val_samples, val_tf)
+    # DistributedSampler with one replica is a seeded shuffle whose order depends only on (seed, epoch):
+    # that is what lets --resume replay the remaining epochs exactly.
+    sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed)
+    pin = device.type == "cuda"
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                              collate_fn=data.collate, pin_memory=pin, drop_last=False)
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+                            collate_fn=data.collate, pin_memory=pin)
+    return Loaders(train_loader, val_loader, sampler, f"data: read from disk by {cfg.workers} workers ({reason})")

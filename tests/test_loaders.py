@@ -1,0 +1,117 @@
+"""The in-memory data path: batch-wise RandomResizedCrop against torchvision's, the batches it yields, and when
+`--cache` chooses it."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms import RandomResizedCrop
+
+from resnet_spec import data, loaders
+from resnet_spec.cli import CommandError
+from resnet_spec.distributed import Dist
+from resnet_spec.train import TrainConfig
+
+SCALE = (0.08, 1.0)
+
+
+def test_boxes_fall_back_to_torchvisions_centre_crop():
+    # An 8-wide, 20-tall image where no try can fit a full-area crop of ratio 3/4..4/3: the clamped centre crop.
+    expected = RandomResizedCrop.get_params(torch.zeros(1, 20, 8), scale=[1.0, 1.0], ratio=list(loaders.RATIO))
+    boxes = loaders.BatchRandomResizedCrop(16, (1.0, 1.0), hflip=False).boxes(5, height=20, width=8)
+    top, left, h, w = expected
+    assert boxes.tolist() == [[left, top, left + w, top + h]] * 5
+
+
+def test_boxes_are_drawn_as_torchvision_draws_them():
+    height, width, n = 48, 64, 4000
+    torch.manual_seed(0)
+    boxes = loaders.BatchRandomResizedCrop(16, SCALE, hflip=False).boxes(n, height, width)
+    x1, y1, x2, y2 = boxes.unbind(1)
+    w, h = x2 - x1, y2 - y1
+    assert torch.equal(boxes, boxes.round()) and (x1 >= 0).all() and (y1 >= 0).all()
+    assert (x2 <= width).all() and (y2 <= height).all() and (w >= 1).all() and (h >= 1).all()
+    ours = torch.stack([w * h / (height * width), w / h, x1 / width, y1 / height], 1)
+    torch.manual_seed(1)
+    theirs = torch.tensor([[ww * hh / (height * width), ww / hh, j / width, i / height] for i, j, hh, ww in
+                           (RandomResizedCrop.get_params(torch.zeros(1, height, width), list(SCALE), list(loaders.RATIO))
+                            for _ in range(n))], dtype=torch.float64)
+    # Same distribution, different draws: means and spreads agree to within sampling error (n = 4000).
+    assert torch.allclose(ours.mean(0), theirs.mean(0), atol=0.02), (ours.mean(0), theirs.mean(0))
+    assert torch.allclose(ours.std(0), theirs.std(0), atol=0.02), (ours.std(0), theirs.std(0))
+    assert ours[:, 0].min() >= SCALE[0] * 0.9 and ours[:, 1].min() >= 0.7 and ours[:, 1].max() <= 1.45
+
+
+def test_whole_image_box_resamples_as_interpolate_and_area_pooling():
+    crop = loaders.BatchRandomResizedCrop(16, (1.0, 1.0), hflip=False)
+    small = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    # Square images with scale 1: the box is the whole image, so the crop is a plain resize.
+    up = F.interpolate(small.float(), size=(16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(crop(small), up, rtol=0, atol=1e-4)  # float32 rounding only
+    big = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    torch.testing.assert_close(crop(big), F.avg_pool2d(big.float(), 2), rtol=0, atol=1e-4)
+
+
+def test_flip_mirrors_some_images_and_leaves_the_rest():
+    images = torch.randint(0, 256, (64, 3, 12, 12), dtype=torch.uint8)
+    torch.manual_seed(5)
+    plain = loaders.BatchRandomResizedCrop(8, SCALE, hflip=False)(images)
+    torch.manual_seed(5)
+    flipped = loaders.BatchRandomResizedCrop(8, SCALE, hflip=True)(images)  # same boxes: they are drawn first
+    mirrored = [not torch.equal(a, b) for a, b in zip(plain, flipped)]
+    for a, b, m in zip(plain, flipped, mirrored):
+        assert torch.equal(b, a.flip(2) if m else a)
+    assert 16 < sum(mirrored) < 48
+
+
+def test_memory_batches_follow_the_sampler_and_report_skips_once():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
+    targets = torch.arange(10)
+    batches = loaders.MemoryBatches(images, targets, 4, sampler=[9, 0, 3, 5, 1, 2, 8], skipped=("bad.png: broken",))
+    out = list(batches)
+    assert len(batches) == len(out) == 2
+    assert [t.tolist() for _, t, _ in out] == [[9, 0, 3, 5], [1, 2, 8]]
+    assert all(torch.equal(x[:, 0, 0, 0], t.to(torch.uint8)) for x, t, _ in out)
+    assert [s for _, _, s in out] == [["bad.png: broken"], []]
+
+
+def _folder(root, sizes: dict[str, list[tuple[int, int]]]) -> data.Split:
+    for name, shapes in sizes.items():
+        (root / name).mkdir(parents=True)
+        for k, (w, h) in enumerate(shapes):
+            Image.new("RGB", (w, h), (k * 40, 0, 0)).save(root / name / f"{k}.png")
+    return data.scan_split(root, "train/")
+
+
+def _make(tmp_path, train_sizes, cache: str) -> loaders.Loaders:
+    train = _folder(tmp_path / "train", train_sizes)
+    val = _folder(tmp_path / "val", {"a": [(9, 9)], "b": [(5, 7)]})
+    cfg = TrainConfig(spec="s", data=str(tmp_path), out="o", image_size=4, batch_size=2, workers=0, cache=cache)
+    return loaders.make(cfg, train, val, Dist(0, 1, 0), torch.device("cpu"))
+
+
+def test_cache_auto_holds_equal_sized_images_in_memory(tmp_path):
+    made = _make(tmp_path, {"a": [(6, 6)] * 3, "b": [(6, 6)] * 2}, "auto")
+    assert isinstance(made.train, loaders.MemoryBatches) and made.train.images.shape == (5, 3, 6, 6)
+    assert made.val.images.shape == (2, 3, 4, 4)  # val holds the transformed images, whatever their size was
+    assert "decoded once into cpu memory" in made.note
+    batch, targets, _ = next(iter(made.train))
+    assert batch.shape == (2, 3, 4, 4) and batch.dtype == torch.float32
+
+
+def test_cache_auto_reads_mixed_sizes_from_disk_and_on_refuses(tmp_path):
+    sizes = {"a": [(6, 6), (6, 6)], "b": [(6, 6), (7, 6)]}
+    made = _make(tmp_path / "auto", sizes, "auto")
+    assert isinstance(made.train, torch.utils.data.DataLoader)
+    assert "read from disk" in made.note and "images differ in size (6x6 and 7x6" in made.note
+    with pytest.raises(CommandError, match="--cache on: cannot hold .* in memory: images differ in size"):
+        _make(tmp_path / "on", sizes, "on")
+
+
+def test_cache_auto_stays_within_its_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(loaders, "AUTO_BUDGET", 3 * 6 * 6 * 4)  # room for four of the five images
+    made = _make(tmp_path / "auto", {"a": [(6, 6)] * 3, "b": [(6, 6)] * 2}, "auto")
+    assert "exceed" in made.note and isinstance(made.train, torch.utils.data.DataLoader)
+    made = _make(tmp_path / "on", {"a": [(6, 6)] * 3, "b": [(6, 6)] * 2}, "on")  # on has no budget
+    assert isinstance(made.train, loaders.MemoryBatches)

@@ -126,6 +126,9 @@ def _uniform_size(samples, budget: float) -> tuple[int, int] | str:
 
 def _decode(samples, transform, workers: int) -> tuple[list[torch.Tensor], list[int], list[str]]:
     """Every sample through `transform`, in order, with DataLoader workers: (good images, their targets, skipped)."""
+    # A worker takes about 0.5 s to start, the time to decode some 6,000 8x8 PNGs here: only use workers
+    # when each gets thousands of images.
+    workers = min(workers, len(samples) // 5000)
     loader = DataLoader(data.ImageList(samples, transform), batch_size=64, num_workers=workers, collate_fn=list)
     images, targets, skipped = [], [], []
     for batch in loader:

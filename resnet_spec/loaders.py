@@ -92,8 +92,8 @@ class MemoryBatches:
         return math.ceil(len(self.sampler if self.sampler is not None else self.targets) / self.batch_size)
 
     def __iter__(self):
-        order = torch.tensor(list(self.sampler) if self.sampler is not None else range(len(self.targets)))
-        order = order.to(self.images.device)
+        order = list(self.sampler) if self.sampler is not None else range(len(self.targets))
+        order = torch.tensor(order, dtype=torch.long).to(self.images.device)
         for step, start in enumerate(range(0, len(order), self.batch_size)):
             index = order[start:start + self.batch_size]
             images = self.images[index]
@@ -124,21 +124,28 @@ def _uniform_size(samples, budget: float) -> tuple[int, int] | str:
     return first if first is not None else "no train image could be read"
 
 
-def _decode(samples, transform, workers: int) -> tuple[list[torch.Tensor], list[int], list[str]]:
-    """Every sample through `transform`, in order, with DataLoader workers: (good images, their targets, skipped)."""
+def _decode(samples, transform, workers: int, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Every sample through `transform` into one uint8 (N, *shape) tensor, in order: (images, targets, skipped).
+
+    The tensor is allocated once, so holding the data costs its size and no more; a sample that fails to
+    decode, or decodes to another shape than its header said, is skipped with its reason.
+    """
     # A worker takes about 0.5 s to start, the time to decode some 6,000 8x8 PNGs here: only use workers
     # when each gets thousands of images.
     workers = min(workers, len(samples) // 5000)
     loader = DataLoader(data.ImageList(samples, transform), batch_size=64, num_workers=workers, collate_fn=list)
-    images, targets, skipped = [], [], []
+    images = torch.empty(len(samples), *shape, dtype=torch.uint8)
+    targets, skipped = [], []
     for batch in loader:
         for image, target, bad in batch:
+            if not bad and tuple(image.shape) != shape:
+                bad = f"{samples[len(targets) + len(skipped)][0]}: decoded to {tuple(image.shape)}, not {shape}"
             if bad:
                 skipped.append(bad)
             else:
-                images.append(image)
+                images[len(targets)] = image
                 targets.append(target)
-    return images, targets, skipped
+    return images[:len(targets)], torch.tensor(targets, dtype=torch.long), skipped
 
 
 def _in_memory(cfg, train: data.Split, val_samples, dist, device: torch.device, val_tf) -> Loaders | str:
@@ -150,25 +157,21 @@ def _in_memory(cfg, train: data.Split, val_samples, dist, device: torch.device, 
     if val_bytes + len(train.samples) * 3 * size[0] * size[1] > budget:
         return f"the decoded train and val images exceed {budget / 2**30:g} GiB"
     from torchvision.transforms import PILToTensor
-    images, targets, skipped = _decode(train.samples, PILToTensor(), cfg.workers)
-    if not images:
+    images, targets, skipped = _decode(train.samples, PILToTensor(), cfg.workers, (3, size[1], size[0]))
+    if not len(targets):
         raise CommandError(f"{train.root}: none of the {len(train.samples)} train images could be read")
-    train_images = torch.stack(images).to(device)
-    train_targets = torch.tensor(targets, dtype=torch.long, device=device)
     sampler = DistributedSampler(range(len(targets)), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed)
     augment = BatchRandomResizedCrop(cfg.image_size, (cfg.min_scale, 1.0), cfg.hflip)
     # Every rank holds all train images, so only rank 0 counts the unreadable ones.
-    train_batches = MemoryBatches(train_images, train_targets, cfg.batch_size, sampler, augment,
+    train_batches = MemoryBatches(images.to(device), targets.to(device), cfg.batch_size, sampler, augment,
                                   tuple(skipped) if dist.main else ())
     # Validation is deterministic: its transform runs once, here, and each epoch reads the result.
-    images, targets, val_skipped = _decode(val_samples, val_tf, cfg.workers)
-    val_images = torch.stack(images).to(device) if images else torch.empty(0, 3, cfg.image_size, cfg.image_size,
-                                                                           dtype=torch.uint8, device=device)
-    val_batches = MemoryBatches(val_images, torch.tensor(targets, dtype=torch.long, device=device), cfg.batch_size,
-                                skipped=tuple(val_skipped))
-    mib = (train_images.numel() + val_images.numel()) / 2**20
-    note = (f"data: {len(train_images) + len(val_images)} images decoded once into {device.type} memory"
-            f" ({mib:.1f} MiB); train crops are drawn batch-wise there")
+    images, targets, skipped = _decode(val_samples, val_tf, cfg.workers, (3, cfg.image_size, cfg.image_size))
+    val_batches = MemoryBatches(images.to(device), targets.to(device), cfg.batch_size, skipped=tuple(skipped))
+    count = len(train_batches.images) + len(val_batches.images)
+    mib = (train_batches.images.numel() + val_batches.images.numel()) / 2**20
+    note = (f"data: {count} images decoded once into {device.type} memory ({mib:.1f} MiB);"
+            " train crops are drawn batch-wise there")
     return Loaders(train_batches, val_batches, sampler, note)
 
 

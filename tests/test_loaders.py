@@ -65,6 +65,18 @@ def test_flip_mirrors_some_images_and_leaves_the_rest():
     assert 16 < sum(mirrored) < 48
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_crop_on_cuda_matches_cpu():
+    images = torch.randint(0, 256, (32, 3, 20, 24), dtype=torch.uint8)
+    crop = loaders.BatchRandomResizedCrop(16, SCALE, hflip=True)
+    torch.manual_seed(7)
+    on_cpu = crop(images)
+    torch.manual_seed(7)  # the boxes and flips are drawn on the CPU either way: the same ones
+    on_cuda = crop(images.cuda())
+    assert on_cuda.device.type == "cuda"
+    torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=0, atol=1e-3)  # float32 bilinear, summed in another order
+
+
 def test_memory_batches_follow_the_sampler_and_report_skips_once():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
     targets = torch.arange(10)

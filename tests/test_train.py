@@ -188,6 +188,25 @@ def test_classes_come_from_data_with_sgd_bf16_and_channels_last(digits, tmp_path
     assert "top-1" in out
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("amp, cache", [("bf16", "on"), ("fp16", "off")])
+def test_cuda_training_with_amp_resumes_exactly(digits, tmp_path, monkeypatch, amp, cache):
+    # cuDNN's fastest kernels include nondeterministic ones; with them any two CUDA runs differ in the last bits.
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    args = [SPEC, "--data", digits, "--epochs", 2, "--schedule", "none", "--cache", cache, "--amp", amp,
+            "--channels-last", *FAST[:-4], "--device", "cuda", "--seed", "3"]
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    _train_here([*args, "--out", straight])
+    _train_here([*args, "--out", run, "--epochs", 1])
+    _train_here(["--resume", run, "--epochs", 2])
+    a, b = _load(straight / "last.pt"), _load(run / "last.pt")
+    assert a["train_config"]["device"] == "cuda" and a["train_config"]["amp"] == amp
+    assert (a["scaler"].get("scale") is not None) == (amp == "fp16")  # fp16 trains with a gradient scaler
+    assert float(_rows(straight)[-1]["val_top1"]) > 0.3
+    _same_state(a["state_dict"], b["state_dict"])
+
+
 def test_predict_and_evaluate(digits, straight, tmp_path, cli):
     images = [digits / "val" / str(d) / sorted(os.listdir(digits / "val" / str(d)))[0] for d in (0, 4, 7)]
     code, out, err = cli(["predict", straight / "best.pt", *images, "--topk", 3, "--format", "json", "--batch-size", 2])

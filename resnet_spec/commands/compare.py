@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 
-from ..cli import CommandError
-
 MAX_ROWS = 40  # rows of the key table shown in text; --format json lists every one
 
 

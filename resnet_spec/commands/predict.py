@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import sys
 
-from ..cli import CommandError
-
 
 def register(sub) -> None:
     from ..cli import add_command, positive_int

@@ -75,6 +75,17 @@ def all_sum(values: torch.Tensor, dist: Dist) -> torch.Tensor:
     return values
 
 
+def all_gather_int(value: int, dist: Dist, device: torch.device) -> list[int]:
+    """Every rank's value of an integer, in rank order ([value] when not distributed)."""
+    if not dist.enabled:
+        return [value]
+    import torch.distributed as td
+    # On the training device: nccl gathers CUDA tensors only, gloo CPU ones.
+    gathered = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.world)]
+    td.all_gather(gathered, torch.tensor([value], dtype=torch.int64, device=device))
+    return [int(t.item()) for t in gathered]
+
+
 def broadcast_buffers(model: torch.nn.Module, dist: Dist) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics).
 

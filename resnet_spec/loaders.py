@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import data
+from . import data, distributed
 from .cli import CommandError
 
 # --cache auto holds the decoded images in memory (on the training device) only up to this many bytes.
@@ -23,11 +23,13 @@ RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range, torchvision's 
 
 @dataclass(frozen=True)
 class Loaders:
-    """The train batches, the val batches, the sampler whose epoch sets the order, and a line saying which path."""
+    """The train batches, the val batches, the sampler whose epoch sets the order, and which path they take:
+    `cache` is "on" (in memory) or "off" (from disk), what --cache must say to take the same path again."""
 
     train: object
     val: object
     sampler: DistributedSampler
+    cache: str
     note: str
 
 
@@ -72,12 +74,20 @@ class BatchRandomResizedCrop:
         from torchvision.ops import roi_align
         n, _, height, width = images.shape
         index = torch.arange(n, dtype=torch.float64).unsqueeze(1)
-        rois = torch.cat([index, self.boxes(n, height, width)], 1).to(images.device, torch.float32)
+        rois = _to(torch.cat([index, self.boxes(n, height, width)], 1).float(), images.device)
         out = roi_align(images.float(), rois, (self.size, self.size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
         if self.hflip:
-            flip = (torch.rand(n) < 0.5).to(images.device).view(n, 1, 1, 1)
+            flip = _to(torch.rand(n) < 0.5, images.device).view(n, 1, 1, 1)
             out = torch.where(flip, out.flip(3), out)
         return out
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on `device`. To a GPU it goes from pinned memory without blocking: a plain copy from
+    pageable memory would wait for every step already queued, and the loader would stall the GPU each batch."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 class MemoryBatches:
@@ -93,7 +103,9 @@ class MemoryBatches:
 
     def __iter__(self):
         order = list(self.sampler) if self.sampler is not None else range(len(self.targets))
-        order = torch.tensor(order, dtype=torch.long).to(self.images.device)
+        order = _to(torch.tensor(order, dtype=torch.long), self.images.device)
+        if not len(order) and self.skipped:  # nothing readable here: still report (and count) what was skipped
+            yield self.images[:0], self.targets[:0], self.skipped
         for step, start in enumerate(range(0, len(order), self.batch_size)):
             index = order[start:start + self.batch_size]
             images = self.images[index]
@@ -104,11 +116,11 @@ class MemoryBatches:
             yield images, self.targets[index], self.skipped if step == 0 else []
 
 
-def _uniform_size(samples, budget: float) -> tuple[int, int] | str:
+def _uniform_size(train: data.Split, budget: float) -> tuple[int, int] | str:
     """The (width, height) every image shares, read from the file headers; else why the cache is not used."""
     from PIL import Image
     first, total = None, 0
-    for path, _ in samples:
+    for path, _ in train.samples:
         try:
             with Image.open(path) as img:
                 size = img.size
@@ -121,7 +133,9 @@ def _uniform_size(samples, budget: float) -> tuple[int, int] | str:
         total += 3 * size[0] * size[1]
         if total > budget:
             return f"the decoded train images exceed {budget / 2**30:g} GiB"
-    return first if first is not None else "no train image could be read"
+    if first is None:
+        raise CommandError(f"{train.root}: none of the {len(train.samples)} train images could be read")
+    return first
 
 
 def _decode(samples, transform, workers: int, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -148,18 +162,39 @@ def _decode(samples, transform, workers: int, shape: tuple[int, int, int]) -> tu
     return images[:len(targets)], torch.tensor(targets, dtype=torch.long), skipped
 
 
-def _in_memory(cfg, train: data.Split, val_samples, dist, device: torch.device, val_tf) -> Loaders | str:
+def _free_bytes(device: torch.device) -> int:
+    """Memory free for the cache: the GPU's free memory, or the machine's available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as f:  # Linux; elsewhere assume it fits and let the allocator say otherwise
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 2**62
+
+
+def _in_memory(cfg, train: data.Split, val: data.Split, val_samples, dist, device: torch.device,
+               val_tf) -> Loaders | str:
     budget = AUTO_BUDGET if cfg.cache == "auto" else math.inf
-    size = _uniform_size(train.samples, budget)
+    size = _uniform_size(train, budget)
     if isinstance(size, str):
         return size
-    val_bytes = len(val_samples) * 3 * cfg.image_size ** 2
-    if val_bytes + len(train.samples) * 3 * size[0] * size[1] > budget:
+    # Decided from the whole val set, not this rank's slice, so that every rank takes the same path.
+    needed = len(val.samples) * 3 * cfg.image_size ** 2 + len(train.samples) * 3 * size[0] * size[1]
+    if needed > budget:
         return f"the decoded train and val images exceed {budget / 2**30:g} GiB"
+    free = _free_bytes(device)
+    if needed > free:
+        return f"the decoded images take {needed / 2**30:.2f} GiB, more than the {free / 2**30:.2f} GiB of {device.type} memory free"
     from torchvision.transforms import PILToTensor
     images, targets, skipped = _decode(train.samples, PILToTensor(), cfg.workers, (3, size[1], size[0]))
     if not len(targets):
         raise CommandError(f"{train.root}: none of the {len(train.samples)} train images could be read")
+    # The sampler below splits the readable images among the ranks: they must all have read the same ones.
+    counts = distributed.all_gather_int(len(targets), dist, device)
+    if len(set(counts)) > 1:
+        raise CommandError(f"{train.root}: the ranks read different numbers of train images ({counts});"
+                           " is the dataset changing, or not the same on every machine?")
     sampler = DistributedSampler(range(len(targets)), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed)
     augment = BatchRandomResizedCrop(cfg.image_size, (cfg.min_scale, 1.0), cfg.hflip)
     # Every rank holds all train images, so only rank 0 counts the unreadable ones.
@@ -172,7 +207,7 @@ def _in_memory(cfg, train: data.Split, val_samples, dist, device: torch.device, 
     mib = (train_batches.images.numel() + val_batches.images.numel()) / 2**20
     note = (f"data: {count} images decoded once into {device.type} memory ({mib:.1f} MiB);"
             " train crops are drawn batch-wise there")
-    return Loaders(train_batches, val_batches, sampler, note)
+    return Loaders(train_batches, val_batches, sampler, "on", note)
 
 
 def make(cfg, train: data.Split, val: data.Split, dist, device: torch.device) -> Loaders:
@@ -182,7 +217,7 @@ def make(cfg, train: data.Split, val: data.Split, dist, device: torch.device) ->
     val_samples = val.samples[dist.rank::dist.world]
     reason = "--cache off"
     if cfg.cache != "off":
-        loaders = _in_memory(cfg, train, val_samples, dist, device, val_tf)
+        loaders = _in_memory(cfg, train, val, val_samples, dist, device, val_tf)
         if isinstance(loaders, Loaders):
             return loaders
         if cfg.cache == "on":
@@ -198,4 +233,4 @@ def make(cfg, train: data.Split, val: data.Split, dist, device: torch.device) ->
                               collate_fn=data.collate, pin_memory=pin, drop_last=False)
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
                             collate_fn=data.collate, pin_memory=pin)
-    return Loaders(train_loader, val_loader, sampler, f"data: read from disk by {cfg.workers} workers ({reason})")
+    return Loaders(train_loader, val_loader, sampler, "off", f"data: read from disk by {cfg.workers} workers ({reason})")

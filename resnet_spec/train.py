@@ -5,7 +5,8 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -105,6 +106,8 @@ class Run:
         if resume is not None:
             self.model.load_state_dict(resume["state_dict"])
         batches = loaders.make(cfg, train, val, dist, self.device)
+        # The checkpoints record the path taken, not "auto": a resumed run must not re-decide it.
+        self.cfg = cfg = replace(cfg, cache=batches.cache)
         self.train_loader, self.val_loader, self.sampler = batches.train, batches.val, batches.sampler
         self.data_note = batches.note
         self.steps_per_epoch = len(self.train_loader)
@@ -155,7 +158,9 @@ class Run:
                 totals[2] += len(skipped)
             n = len(targets)
             if n == 0 and not self.dist.enabled:
-                self.scheduler.step()  # keep the schedule in step with the batch count
+                with warnings.catch_warnings():  # on purpose: a skipped batch still moves the schedule on
+                    warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
+                    self.scheduler.step()  # keep the schedule in step with the batch count
                 ready = time.perf_counter()
                 continue
             if n == 0:  # every rank must join DDP's gradient all-reduce: an empty batch contributes zero
@@ -213,6 +218,9 @@ class Run:
             # Reduced where the counts live: nccl takes CUDA tensors only, gloo CPU ones.
             summed = distributed.all_sum(torch.cat([train_totals, val_totals]), self.dist).cpu().tolist()
             loss, seen, bad_train, waited, vloss, top1, top5, vseen, bad_val = summed
+            if seen == 0:
+                raise CommandError(f"{Path(cfg.data) / 'train'}: no train image could be read in epoch {epoch + 1}"
+                                   f" ({int(bad_train)} skipped)")
             row = {"epoch": epoch + 1, "train_loss": loss / max(seen, 1), "val_loss": vloss / max(vseen, 1),
                    "val_top1": top1 / max(vseen, 1), "val_top5": top5 / max(vseen, 1),
                    "lr": lr, "images_per_s": seen / train_s,

@@ -109,6 +109,18 @@ def test_train_writes_checkpoints_logs_and_class_indices(straight):
     assert not list(straight.glob(".*.tmp"))
 
 
+def test_checkpoints_record_the_data_path_taken_and_old_ones_resume_from_disk(digits, straight, tmp_path, cli):
+    assert _load(straight / "last.pt")["train_config"]["cache"] == "on"  # auto, resolved: resumes never re-decide
+    run = tmp_path / "run"
+    _train_here([SPEC, "--data", digits, "--out", run, "--epochs", 1, "--cache", "off", *FAST])
+    ck = _load(run / "last.pt")
+    del ck["train_config"]["cache"]  # as written before --cache existed, when every run read from disk
+    torch.save(ck, run / "last.pt")
+    code, out, err = cli(["train", "--resume", run, "--epochs", 2])
+    assert code == 0, err
+    assert "read from disk" in out and _load(run / "last.pt")["train_config"]["cache"] == "off"
+
+
 def test_resume_continues_exactly(digits, straight, tmp_path):
     run = tmp_path / "run"
     _train_here([SPEC, "--data", digits, "--out", run, "--epochs", 1, "--schedule", "none", *FAST])
@@ -260,6 +272,19 @@ def test_corrupt_images_are_reported_skipped_and_counted(digits, tmp_path, cli, 
     assert "2 images skipped" in out
 
 
+@pytest.mark.parametrize("cache", ["auto", "off"])
+def test_no_readable_train_image_is_an_error(digits, tmp_path, cli, cache):
+    data = _copy(digits, tmp_path / "data")
+    for image in (data / "train").rglob("*.png"):
+        image.write_bytes(b"not an image")
+    code, out, err = cli(["train", SPEC, "--data", data, "--out", tmp_path / "run", "--epochs", 2, "--cache", cache,
+                          *FAST])
+    # In memory the decode finds it before training; from disk, the first epoch does.
+    message = "none of the 120 train images could be read" if cache == "auto" else \
+        "no train image could be read in epoch 1 (120 skipped)"
+    assert code == 1 and message in err and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize("breakage, message", [
     ("empty_class", "empty class folder"),
     ("no_val", "no val/ folder"),
@@ -309,14 +334,17 @@ def test_lr_schedule():
 
 @pytest.mark.parametrize("cache", ["on", "off"])
 def test_torchrun_two_processes_on_gloo(digits, tmp_path, cli, cache):
+    data = _copy(digits, tmp_path / "data")
+    (data / "train" / "4" / "truncated.png").write_bytes(next((data / "train" / "4").iterdir()).read_bytes()[:40])
     run = tmp_path / "run"
-    argv = ["-m", "resnet_spec", "train", SPEC, "--data", digits, "--out", run, "--epochs", 1, "--cache", cache, *FAST]
+    argv = ["-m", "resnet_spec", "train", SPEC, "--data", data, "--out", run, "--epochs", 1, "--cache", cache, *FAST]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         *map(str, argv)],
                        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("epoch 1/1:") == 1 and "x2 ranks" in r.stdout, r.stdout  # rank 0 alone reports
     row = _rows(run)[0]
+    assert row["skipped_images"] == "1"  # the bad image counted once, though both ranks hold it in memory
     # The val metrics were reduced over both ranks' disjoint halves: evaluating the saved weights
     # in one process gives the same top-1 over all 30 images.
     code, out, err = cli(["evaluate", run / "last.pt", "--data", digits / "val", "--format", "json"])

@@ -135,7 +135,8 @@ def _resume(args, given: dict):
         raise CommandError(f"{path}: not a training checkpoint (no optimizer state); was it written by `resnet-spec train`?")
     spec = spec_from_checkpoint(obj, path)
     try:
-        cfg = TrainConfig(**obj["train_config"])
+        # Runs saved before --cache existed all read their images from disk.
+        cfg = TrainConfig(**{"cache": "off", **obj["train_config"]})
     except TypeError as e:
         raise CommandError(f"{path}: unreadable training settings ({e})") from None
     cfg = replace(cfg, out=str(args.resume), **{k: v for k, v in given.items()})

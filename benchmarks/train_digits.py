@@ -2,7 +2,8 @@
 training loop's images/s with a raw forward+backward+step loop of the same model on in-memory tensors.
 
 Not a test: it takes minutes and its numbers depend on the machine. Prints the val accuracy (the target is at
-least 97%), the wall time, and the loop's overhead over the raw loop (the target is under 10%).
+least 97%), the wall time, and the loop's overhead over the raw loop (the target is under 10%), measured by
+alternating the two, an epoch each; exits 1 if either target is missed.
 
     python benchmarks/train_digits.py                      # CPU, the settings the README quotes
     python benchmarks/train_digits.py --device cuda --workers 4
@@ -151,27 +152,27 @@ def main() -> int:
           f"cache {args.cache}")
     print(f"val top-1: final {100 * final:.2f}%, best {100 * best:.2f}% (target >= 97%)")
     print(f"wall time: {wall:.1f} s for {args.epochs} epochs (training + validation + checkpoints)")
-    print(f"training loop: {loop:.0f} images/s (median of epochs 2..{len(rows)})")
-    print(f"raw forward+backward+step on in-memory tensors: {raw_median:.0f} images/s "
-          f"(median of {len(raw)} one-epoch timings, before and after training; min {min(raw):.0f}, max {max(raw):.0f})")
-    print(f"loop overhead: {100 * (1 - loop / raw_median):.1f}% (target < 10%)")
-    steady = rows[1:] or rows
-    wait = statistics.median(float(r["data_wait_s"]) / float(r["train_s"]) for r in steady)
-    # The same epochs with the time spent blocked on the loader taken out: the cost of the loop's own bookkeeping.
-    compute = statistics.median(float(r["images_per_s"]) * float(r["train_s"]) / (float(r["train_s"]) - float(r["data_wait_s"]))
-                                for r in steady)
-    print(f"  of the loop's time, waiting for data (the loader, or the batch-wise crop in memory): {100 * wait:.1f}%")
-    print(f"  loop without that wait: {compute:.0f} images/s, {100 * (1 - compute / raw_median):.1f}% below raw")
+
+    def overhead(a: list[float], b: list[float]) -> float:
+        # Each pair ran back to back under the same load: the median of the pairs' ratios is the robust figure.
+        return 1 - statistics.median(x / y for x, y in zip(a, b))
 
     def pairs(a: list[float], b: list[float]) -> str:
-        # Each pair ran back to back under the same load: the median of the pairs' ratios is the robust figure.
-        ratio = statistics.median(x / y for x, y in zip(a, b))
-        return (f"{statistics.median(a):.0f} vs raw {statistics.median(b):.0f} images/s: overhead {100 * (1 - ratio):.1f}%"
-                f" (median of the pairs' ratios; pairs: {', '.join(f'{x:.0f}/{y:.0f}' for x, y in zip(a, b))})")
-    print(f"interleaved with the raw loop, one epoch each, {ROUNDS} rounds:")
-    print(f"  training loop with its data path: {pairs(loop_i, raw_i)}")
-    print(f"  training loop on batches prepared beforehand (bookkeeping alone): {pairs(bare_i, raw_i)}")
-    return 0 if best >= 0.97 else 1
+        return (f"{statistics.median(a):.0f} vs raw {statistics.median(b):.0f} images/s"
+                f" (pairs: {', '.join(f'{x:.0f}/{y:.0f}' for x, y in zip(a, b))})")
+    goal = overhead(loop_i, raw_i)
+    print(f"loop overhead: {100 * goal:.1f}% (target < 10%): the training loop with its data path against the raw loop,"
+          f" alternating one epoch each for {ROUNDS} rounds, median of the pairs' ratios")
+    print(f"  those pairs: {pairs(loop_i, raw_i)}")
+    print(f"  bookkeeping alone (the loop on batches prepared beforehand): {100 * overhead(bare_i, raw_i):.1f}%,"
+          f" {pairs(bare_i, raw_i)}")
+    steady = rows[1:] or rows
+    wait = statistics.median(float(r["data_wait_s"]) / float(r["train_s"]) for r in steady)
+    print(f"  of the training run's time, waiting for data (the loader, or the batch-wise crop in memory): {100 * wait:.1f}%")
+    # Not side by side, so the machine's drift between the timings shows in it: a cross-check, not the measure.
+    print(f"the training run itself: {loop:.0f} images/s (median of epochs 2..{len(rows)}) against raw {raw_median:.0f}"
+          f" images/s timed before and after it (min {min(raw):.0f}, max {max(raw):.0f}): {100 * (1 - loop / raw_median):.1f}%")
+    return 0 if best >= 0.97 and goal < 0.10 else 1
 
 
 if __name__ == "__main__":

@@ -166,10 +166,13 @@ def _free_bytes(device: torch.device) -> int:
     """Memory free for the cache: the GPU's free memory, or the machine's available RAM."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    with open("/proc/meminfo") as f:  # Linux; elsewhere assume it fits and let the allocator say otherwise
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+    try:
+        with open("/proc/meminfo") as f:  # Linux; elsewhere assume it fits and let the allocator say otherwise
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return 2**62
 
 
@@ -185,7 +188,8 @@ def _in_memory(cfg, train: data.Split, val: data.Split, val_samples, dist, devic
         return f"the decoded train and val images exceed {budget / 2**30:g} GiB"
     free = _free_bytes(device)
     if needed > free:
-        return f"the decoded images take {needed / 2**30:.2f} GiB, more than the {free / 2**30:.2f} GiB of {device.type} memory free"
+        return (f"the decoded images take {needed / 2**30:.2f} GiB, more than the {free / 2**30:.2f} GiB"
+                f" of {device.type} memory free")
     from torchvision.transforms import PILToTensor
     images, targets, skipped = _decode(train.samples, PILToTensor(), cfg.workers, (3, size[1], size[0]))
     if not len(targets):

@@ -87,13 +87,15 @@ _STATS: dict = {}
 
 
 def normalize(images, device, channels_last: bool = False):
-    """uint8 NCHW images -> the float input the seed feeds: /255 (ToTensor), then ImageNet mean and std (Normalize)."""
+    """NCHW images in 0..255 (uint8 from disk, float from the in-memory crop) -> the float input the seed feeds:
+    /255 (ToTensor), then ImageNet mean and std (Normalize)."""
     import torch
     if device not in _STATS:
         _STATS[device] = (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
                           torch.tensor(STD, device=device).view(1, 3, 1, 1))
     mean, std = _STATS[device]
-    x = images.to(device, non_blocking=True).float().div_(255).sub_(mean).div_(std)
+    # div, not div_: a float batch may be the caller's own (a batch kept and fed again), and is not changed.
+    x = images.to(device, non_blocking=True).float().div(255).sub_(mean).div_(std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

@@ -208,3 +208,11 @@ def test_no_readable_train_image_is_an_error(tmp_path):
     cfg = TrainConfig(spec="s", data=str(tmp_path), out="o", image_size=4, batch_size=2, workers=0)
     with pytest.raises(CommandError, match="none of the 2 train images could be read"):
         loaders.make(cfg, train, val, Dist(0, 1, 0), torch.device("cpu"))
+
+
+def test_normalize_leaves_a_float_batch_as_it_was():
+    # The crop hands normalize float batches; one kept and fed again (the benchmark does) must not change.
+    batch = torch.rand(2, 3, 4, 4) * 255
+    kept = batch.clone()
+    first = data.normalize(batch, torch.device("cpu"))
+    assert torch.equal(batch, kept) and torch.equal(data.normalize(batch, torch.device("cpu")), first)

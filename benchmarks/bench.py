@@ -208,7 +208,7 @@ def validate_row(s: Settings) -> Row:
         codes.add(subprocess.run(cmd + ["validate", *specs], capture_output=True).returncode)
         walls.append(time.perf_counter() - t0)
         cpus.append(_children_cpu() - c0)
-    probe = ("import sys; from resnet_spec.cli import main; rc = main(['validate', *sys.argv[1:]]); "
+    probe = ("import sys; from resnet_spec.cli.main import main; rc = main(['validate', *sys.argv[1:]]); "
              "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', rc, file=sys.stderr)")
     err = subprocess.run([sys.executable, "-c", probe, *specs], capture_output=True, text=True).stderr
     torch_free = "NOTORCH 0" in err
@@ -269,8 +269,8 @@ def training_row(s: Settings) -> Row:
 
     import torch.nn.functional as F
 
-    from resnet_spec import data, distributed
-    from resnet_spec.train import Run, TrainConfig
+    from resnet_spec.train import data, distributed
+    from resnet_spec.train.loop import Run, TrainConfig
 
     classes = tuple(f"c{i}" for i in range(10))
     # Run's DataLoaders are lazy, so these paths are never read: the loader is swapped for in-memory batches.

@@ -24,13 +24,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from resnet_spec.cli import main as cli_main  # noqa: E402
-from resnet_spec.digits import write_digits  # noqa: E402
+from resnet_spec.cli.main import main as cli_main  # noqa: E402
+from resnet_spec.train.digits import write_digits  # noqa: E402
 
 
 def raw_throughput(spec_path: Path, args, steps: int, repeats: int) -> list[float]:
     """Images/s of forward + cross-entropy + backward + optimizer step on one in-memory batch, `repeats` times."""
-    from resnet_spec.factory import build_model
+    from resnet_spec.model.factory import build_model
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build_model(spec_path, num_classes=10).to(device).train()
@@ -76,8 +76,9 @@ def interleaved(checkpoint: Path, args, steps: int) -> tuple[list[float], list[f
     Taken side by side they share the machine's load, so their ratios hold on a busy machine; the third, with
     data preparation out of the picture, is the loop's own bookkeeping.
     """
-    from resnet_spec import data, distributed, train
-    from resnet_spec.checkpoint import load_file, spec_from_checkpoint
+    from resnet_spec.train import data, distributed
+    from resnet_spec.train import loop as train
+    from resnet_spec.model.checkpoint import load_file, spec_from_checkpoint
     obj = load_file(checkpoint)
     cfg = train.TrainConfig(**obj["train_config"])
     train_split, val_split = data.scan_dataset(cfg.data)

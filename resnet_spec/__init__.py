@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .api import load_spec, validate
 from .errors import ErrorRecord, SpecError
-from .spec import ResNetSpec
+from .spec.types import ResNetSpec
 
 __all__ = ["ErrorRecord", "ResNetSpec", "SpecError", "build_model", "load_spec", "validate"]
 __version__ = "0.1.0"
@@ -12,6 +12,6 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # The builder imports torch; keep it out of `import resnet_spec` so validation stays fast.
     if name == "build_model":
-        from .factory import build_model
+        from .model.factory import build_model
         return build_model
     raise AttributeError(f"module 'resnet_spec' has no attribute {name!r}")

@@ -1,35 +1,6 @@
-"""Load and validate specs: the torch-free half of the public API."""
+"""The public Python API in one place. Only the spec half is imported eagerly: it never imports torch."""
 from __future__ import annotations
 
-from pathlib import Path
+from .spec.load import load_spec, validate
 
-from . import rules, schema
-from .errors import ErrorRecord, SpecError
-from .resolve import Resolved, resolve
-from .spec import ResNetSpec, from_data
-
-
-def _load(ref: str | Path) -> tuple[ResNetSpec | None, Resolved | None, list[ErrorRecord]]:
-    try:
-        res = resolve(ref)
-    except SpecError as e:
-        return None, None, e.errors
-    errors = schema.check(res)
-    if errors:
-        return None, res, errors
-    name = Path(res.file).stem
-    spec = from_data(res.data, name)
-    return spec, res, sorted(rules.check(spec, res))
-
-
-def load_spec(ref: str | Path) -> ResNetSpec:
-    """Load, resolve and validate a spec file or shipped spec name; raise SpecError listing every problem."""
-    spec, _, errors = _load(ref)
-    if errors:
-        raise SpecError(errors)
-    return spec
-
-
-def validate(ref: str | Path) -> list[ErrorRecord]:
-    """Every problem in a spec (file path or shipped name); empty when it is valid."""
-    return _load(ref)[2]
+__all__ = ["load_spec", "validate"]

@@ -7,9 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-
-class OutputError(Exception):
-    """An output path that cannot be written."""
+from .errors import OutputError
 
 
 def check_writable(path: str | Path) -> Path:

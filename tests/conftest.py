@@ -17,7 +17,7 @@ DATA = Path(__file__).resolve().parent / "data"
 @pytest.fixture
 def cli(capsys):
     """Run resnet-spec in-process: cli(["build", ...]) -> (exit code, stdout, stderr)."""
-    from resnet_spec.cli import main
+    from resnet_spec.cli.main import main
 
     def run(argv: list[str]) -> tuple[int, str, str]:
         code = main([str(a) for a in argv])

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from resnet_spec.analysis import analyse, totals
+from resnet_spec.model.analysis import analyse, totals
 from resnet_spec.api import load_spec
 
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -55,7 +55,7 @@ stages: [{channels: 256}, {channels: 512}, {channels: 1024}, {channels: 2048}]
 PROBE = textwrap.dedent("""
     import json, resource, sys
     from resnet_spec.api import load_spec
-    from resnet_spec.analysis import analyse, totals
+    from resnet_spec.model.analysis import analyse, totals
     spec = load_spec(sys.argv[1])
     analyse(load_spec("resnet10"), 32)  # warm up torch's lazy imports before measuring
     def peak_kib():

@@ -6,7 +6,7 @@ import torch
 
 from conftest import SPECS
 from resnet_spec import build_model, load_spec
-from resnet_spec.analysis import analyse
+from resnet_spec.model.analysis import analyse
 
 
 @pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)

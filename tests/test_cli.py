@@ -6,7 +6,7 @@ import json
 import torch
 
 from conftest import DATA, SPECS
-from resnet_spec.checkpoint import load_file, spec_from_checkpoint
+from resnet_spec.model.checkpoint import load_file, spec_from_checkpoint
 
 
 def test_validate_ok_and_invalid(cli, monkeypatch):
@@ -83,7 +83,7 @@ def test_list_and_schema(cli):
 
 
 def test_every_command_has_help_with_examples(cli):
-    from resnet_spec.cli import make_parser
+    from resnet_spec.cli.main import make_parser
     sub = next(a for a in make_parser()._actions if a.dest == "command")
     for name in sub.choices:
         code, out, _ = cli([name, "--help"])
@@ -91,7 +91,7 @@ def test_every_command_has_help_with_examples(cli):
 
 
 def test_a_bug_is_one_line_with_exit_3_and_the_traceback_on_request(cli, monkeypatch):
-    import resnet_spec.commands.schema as schema_cmd
+    import resnet_spec.cli.schema as schema_cmd
 
     def broken(args):
         raise ZeroDivisionError("boom")

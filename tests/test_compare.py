@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import SPECS
-from resnet_spec.compare import key_diff
+from resnet_spec.tools.compare import key_diff
 
 
 def test_same_network_exits_0_with_zero_difference(cli):
@@ -161,7 +161,7 @@ def test_diff_bad_spec_is_reported(cli):
 
 
 def test_nan_output_is_never_within_tolerance():
-    from resnet_spec.compare import output_diff
+    from resnet_spec.tools.compare import output_diff
     x = torch.ones(1, 3)
     nan = torch.nn.Linear(3, 2)
     with torch.no_grad():

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from resnet_spec.factory import build_model
+from resnet_spec.model.factory import build_model
 
 SPEC = "resnet10"
 SIZE = 32
@@ -116,7 +116,7 @@ def test_without_onnxruntime_says_how_to_install(cli, tmp_path, monkeypatch):
 
 
 def test_failed_check_leaves_the_old_file(cli, tmp_path, monkeypatch):
-    from resnet_spec import export
+    from resnet_spec.tools import export
     monkeypatch.setitem(export.TOLERANCE, "torchscript", -1.0)  # no result can pass
     path = tmp_path / "model.torchscript"
     path.write_text("old")
@@ -144,6 +144,6 @@ def test_an_exporter_failure_is_one_line(cli, tmp_path, monkeypatch):
 
 
 def test_cli_format_choices_are_the_exporters():
-    from resnet_spec import export
-    from resnet_spec.commands import export as command
+    from resnet_spec.tools import export
+    from resnet_spec.cli import export as command
     assert command.FORMATS == export.FORMATS

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from conftest import SPECS
 from resnet_spec.errors import SpecError
-from resnet_spec.schema import _validator, load_schema
-from resnet_spec.yamlio import dump_yaml, load_yaml
+from resnet_spec.spec.schema import _validator, load_schema
+from resnet_spec.spec.yamlio import dump_yaml, load_yaml
 
 EXAMPLES = int(os.environ.get("RESNET_SPEC_FUZZ_EXAMPLES", "50"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -156,9 +156,9 @@ def spec_data(draw) -> dict:
 
 def _check_spec(path: Path) -> str:
     """Load, build and run the spec at path; 'refused' or 'built'. Any exception but SpecError escapes."""
-    from resnet_spec.analysis import analyse
+    from resnet_spec.model.analysis import analyse
     from resnet_spec.api import load_spec
-    from resnet_spec.factory import build_model
+    from resnet_spec.model.factory import build_model
     try:
         spec = load_spec(path)
     except SpecError as e:
@@ -253,7 +253,7 @@ def mutated_yaml(draw) -> bytes:
 
 
 def _cli(argv: list[str]) -> tuple[int, str, str]:
-    from resnet_spec.cli import main
+    from resnet_spec.cli.main import main
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(argv)

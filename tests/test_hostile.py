@@ -57,7 +57,7 @@ SPEC_COMMANDS = {"build": ["build", "{f}", "--dry-run"], "diff": ["diff", "resne
 @pytest.mark.parametrize("command", sorted(SPEC_COMMANDS))
 def test_every_spec_command_refuses_the_corpus_alike(cli, monkeypatch, command):
     import importlib.util
-    if importlib.util.find_spec(f"resnet_spec.commands.{command}") is None:
+    if importlib.util.find_spec(f"resnet_spec.cli.{command}") is None:
         pytest.skip(f"no `{command}` command in this tree")
     monkeypatch.chdir(HOSTILE)
     for case in CASES:
@@ -113,9 +113,9 @@ def test_100000_levels_of_nesting(tmp_path, parser, shape):
             "block_list": "spec_version: 1\nx:\n" + "- " * n + "1\n"}[shape]
     (tmp_path / "deep.yaml").write_text(text)
     r = run_isolated("import sys, yaml\n"
-                      "from resnet_spec import yamlio\n"
+                      "from resnet_spec.spec import yamlio\n"
                       f"yamlio._Parser = getattr(yaml, {parser!r})\n"
-                      "from resnet_spec.cli import main\n"
+                      "from resnet_spec.cli.main import main\n"
                       "sys.exit(main(['validate', 'deep.yaml']))", tmp_path)
     assert r.returncode == 1, r.stderr  # a segfault would be -11
     assert re.fullmatch(r"deep\.yaml:\d+:\d+: (\$[.\w\[\]]*: )?nesting deeper than 32 levels; a spec needs a handful\n",
@@ -211,7 +211,7 @@ def test_cost_caps_refuse_before_building(cli, monkeypatch):
 def test_cost_caps_are_flags(cli, monkeypatch, tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     monkeypatch.chdir(tmp_path)
-    from resnet_spec.factory import build_model
+    from resnet_spec.model.factory import build_model
     params = sum(p.numel() for p in build_model("tiny.yaml").parameters())  # counted on a real model
     code, out, _ = cli(["build", "tiny.yaml", "--dry-run", "--max-params", params])
     assert code == 0 and f"{params:,} parameters" in out
@@ -226,8 +226,8 @@ def test_cost_caps_are_flags(cli, monkeypatch, tmp_path):
 
 
 def test_build_model_applies_the_caps():
-    from resnet_spec.factory import build_model
-    from resnet_spec.limits import LimitError
+    from resnet_spec.model.factory import build_model
+    from resnet_spec.model.limits import LimitError
     with pytest.raises(LimitError, match=r"cost_params: 10,414,587,288,487,120 parameters"):
         build_model(HOSTILE / "cost_params.yaml")
 

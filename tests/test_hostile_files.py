@@ -171,7 +171,7 @@ OUT_COMMANDS = {"build": ["build", "tiny.yaml", "--out", "{o}"],
 def test_every_writing_command_refuses_a_missing_folder_first(cli, tiny, command):
     import importlib.util
     module = "import_" if command == "import" else command
-    if importlib.util.find_spec(f"resnet_spec.commands.{module}") is None:
+    if importlib.util.find_spec(f"resnet_spec.cli.{module}") is None:
         pytest.skip(f"no `{command}` command in this tree")
     code, out, err = cli([a.replace("{o}", "nowhere/out.x") for a in OUT_COMMANDS[command]])
     assert (code, err) == (1, f"resnet-spec {command}: error: nowhere/out.x: folder nowhere does not exist\n")
@@ -217,7 +217,7 @@ def test_a_real_write_failure_from_a_file_size_limit(tiny):
     r = run_isolated("import resource, signal, sys\n"
                       "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
                       "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
-                      "from resnet_spec.cli import main\n"
+                      "from resnet_spec.cli.main import main\n"
                       "sys.exit(main(['build', 'tiny.yaml', '--out', 'm.pt']))", tiny)
     assert r.returncode == 1
     assert re.fullmatch(r"resnet-spec build: error: m\.pt: writing failed \(.+\); the old file is unchanged\n",
@@ -250,7 +250,7 @@ CHECKPOINT_COMMANDS = {"build": ["build", "tiny.yaml", "--weights", "{f}"],
 @pytest.mark.parametrize("command", sorted(CHECKPOINT_COMMANDS))
 def test_every_checkpoint_command_refuses_bad_files_alike(cli, tiny, command):
     import importlib.util
-    if importlib.util.find_spec(f"resnet_spec.commands.{command}") is None:
+    if importlib.util.find_spec(f"resnet_spec.cli.{command}") is None:
         pytest.skip(f"no `{command}` command in this tree")
     marker = tiny / "marker_pickle"
     _save_evil(tiny / "evil.pt", "torch_zip", marker)

@@ -8,9 +8,9 @@ import torch
 
 from conftest import SPECS
 from resnet_spec.api import load_spec
-from resnet_spec.compare import Reference, compare_to_model, randomise_norms_, reference_model
-from resnet_spec.factory import build_model
-from resnet_spec.importer import import_model
+from resnet_spec.tools.compare import Reference, compare_to_model, randomise_norms_, reference_model
+from resnet_spec.model.factory import build_model
+from resnet_spec.tools.importer import import_model
 
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
@@ -109,7 +109,7 @@ def _pool(m):
 ])
 def test_unexpressible_part_names_the_module(change, message):
     import torchvision
-    from resnet_spec.importer import Unfit
+    from resnet_spec.tools.importer import Unfit
     model = torchvision.models.resnet18()
     change(model)
     with pytest.raises(Unfit, match=message):
@@ -125,13 +125,13 @@ def test_import_out_folder_missing(cli, tmp_path):
                                    True, None, {"type": "se", "ratio": 0.25}, [1, 2]])
 def test_written_yaml_reads_back_as_the_same_value(value):
     import yaml
-    from resnet_spec.yamlwrite import flow
+    from resnet_spec.spec.yamlwrite import flow
     assert yaml.safe_load(f"v: {flow(value)}") == {"v": value}
 
 
 def _import_and_compare(ref: Reference, model: torch.nn.Module):
     """Import an instantiated model and return (spec data, key diff, output diff) at 64x64 in float64."""
-    from resnet_spec.spec import from_data
+    from resnet_spec.spec.types import from_data
     data, _ = import_model(ref, model)
     randomise_norms_(model, seed=2)
     keys, out = compare_to_model(from_data(data, ref.name), model, 64, 1, torch.device("cpu"), torch.float64, seed=2)
@@ -156,7 +156,7 @@ def test_dropout_and_drop_path_are_read():
 
 def test_stage_blocks_and_per_block_overrides_are_recovered(tmp_path):
     """A network whose blocks differ by stage and by block: the import finds the same block at every index."""
-    from resnet_spec.spec import from_data
+    from resnet_spec.spec.types import from_data
     path = tmp_path / "mixed.yaml"
     path.write_text("spec_version: 1\nextends: resnet50\nstages:\n"
                     "  - {channels: 64, blocks: 2}\n"

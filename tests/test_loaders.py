@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
-from resnet_spec import data, loaders
-from resnet_spec.cli import CommandError
-from resnet_spec.distributed import Dist
-from resnet_spec.train import TrainConfig
+from resnet_spec.train import data, loaders
+from resnet_spec.errors import InputError
+from resnet_spec.train.distributed import Dist
+from resnet_spec.train.loop import TrainConfig
 
 SCALE = (0.08, 1.0)
 
@@ -178,7 +178,7 @@ def test_cache_auto_reads_mixed_sizes_from_disk_and_on_refuses(tmp_path):
     made = _make(tmp_path / "auto", sizes, "auto")
     assert isinstance(made.train, torch.utils.data.DataLoader)
     assert "read from disk" in made.note and "images differ in size (6x6 and 7x6" in made.note
-    with pytest.raises(CommandError, match="--cache on: cannot hold .* in memory: images differ in size"):
+    with pytest.raises(InputError, match="cache on: cannot hold .* in memory: images differ in size"):
         _make(tmp_path / "on", sizes, "on")
 
 
@@ -196,7 +196,7 @@ def test_cache_auto_stays_within_its_budget(tmp_path, monkeypatch):
 
 def test_cache_on_refuses_more_than_the_free_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(loaders, "_free_bytes", lambda device: 100)
-    with pytest.raises(CommandError, match=r"--cache on: .* more than the 0.00 GiB of cpu memory free"):
+    with pytest.raises(InputError, match=r"cache on: .* more than the 0.00 GiB of cpu memory free"):
         _make(tmp_path, {"a": [(6, 6)] * 3, "b": [(6, 6)] * 2}, "on")
 
 
@@ -206,7 +206,7 @@ def test_no_readable_train_image_is_an_error(tmp_path):
         Path(path).write_bytes(b"not an image")
     val = _folder(tmp_path / "val", {"a": [(6, 6)], "b": [(6, 6)]})
     cfg = TrainConfig(spec="s", data=str(tmp_path), out="o", image_size=4, batch_size=2, workers=0)
-    with pytest.raises(CommandError, match="none of the 2 train images could be read"):
+    with pytest.raises(InputError, match="none of the 2 train images could be read"):
         loaders.make(cfg, train, val, Dist(0, 1, 0), torch.device("cpu"))
 
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from resnet_spec import build_model, load_spec
-from resnet_spec.factory import materialize_buffers
-from resnet_spec.optimize import conv_bn_pairs
+from resnet_spec.model.factory import materialize_buffers
+from resnet_spec.model.optimize import conv_bn_pairs
 
 from conftest import SPECS
 
@@ -136,7 +136,7 @@ def test_build_num_classes_still_positional() -> None:
 
 def test_validate_imports_no_torch() -> None:
     specs = sorted(str(p) for p in SPECS.glob("*.yaml"))
-    probe = ("import sys; from resnet_spec.cli import main; rc = main(['validate', *sys.argv[1:]]); "
+    probe = ("import sys; from resnet_spec.cli.main import main; rc = main(['validate', *sys.argv[1:]]); "
              "print(rc, 'torch' in sys.modules, sorted(m for m in sys.modules if m.startswith('resnet_spec')))")
     out = subprocess.run([sys.executable, "-c", probe, *specs], capture_output=True, text=True, check=True).stdout
     rc, torch_loaded, ours = out.strip().splitlines()[-1].split(" ", 2)
@@ -160,7 +160,7 @@ def test_build_optimize_refuses_out(cli, tmp_path) -> None:
 def test_build_model_parameter_cap(init: str) -> None:
     from torch.nn.modules import module as nn_module
 
-    from resnet_spec.limits import LimitError, Limits
+    from resnet_spec.model.limits import LimitError, Limits
     hooks = len(nn_module._global_parameter_registration_hooks)
     with pytest.raises(LimitError, match="11,689,512 parameters, more than the cap of 1,000"):
         build_model("resnet18", init=init, limits=Limits(max_params=1000))

@@ -8,7 +8,7 @@ from jsonschema import Draft202012Validator
 
 from conftest import DATA, ROOT, SPECS
 from resnet_spec import SpecError, load_spec, validate
-from resnet_spec.schema import load_schema
+from resnet_spec.spec.schema import load_schema
 
 INVALID = sorted((DATA / "invalid").glob("*.yaml"))
 

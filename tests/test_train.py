@@ -35,7 +35,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> Path:
-    from resnet_spec.digits import write_digits
+    from resnet_spec.train.digits import write_digits
     return write_digits(tmp_path_factory.mktemp("digits"), per_class=PER_CLASS)
 
 
@@ -61,7 +61,7 @@ def _same_state(a: dict, b: dict) -> None:
 
 def _train_here(args: list) -> None:
     """`resnet-spec train` in this process (one torch thread, as the subprocesses have)."""
-    from resnet_spec.cli import main
+    from resnet_spec.cli.main import main
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -136,7 +136,7 @@ def test_resume_continues_exactly(digits, straight, tmp_path):
 # inside the writer of epoch 2's last.pt.
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    import resnet_spec.data as data, resnet_spec.loaders as loaders, resnet_spec.runstate as runstate
+    import resnet_spec.train.data as data, resnet_spec.train.loaders as loaders, resnet_spec.train.runstate as runstate
     when, after = sys.argv[1], int(sys.argv[2])
     calls = {"load": 0, "augment": 0, "save": 0}
     real_load, real_crop, real_write = data.load_image, loaders.BatchRandomResizedCrop.__call__, runstate.atomic_write
@@ -156,7 +156,7 @@ KILLER = textwrap.dedent("""
             return real_write(path, lambda f: (f.write(b"half a checkpoint"), os.kill(os.getpid(), signal.SIGKILL)))
         return real_write(path, write)
     data.load_image, loaders.BatchRandomResizedCrop.__call__, runstate.atomic_write = load_image, crop, atomic_write
-    from resnet_spec.cli import main
+    from resnet_spec.cli.main import main
     sys.exit(main(sys.argv[3:]))
 """)
 
@@ -324,7 +324,7 @@ def test_refusals(straight, digits, tmp_path, cli):
 
 
 def test_lr_schedule():
-    from resnet_spec.train import TrainConfig, lr_factor
+    from resnet_spec.train.loop import TrainConfig, lr_factor
     cfg = TrainConfig(spec="s", data="d", out="o", epochs=10, warmup=2, schedule="cosine")
     assert lr_factor(0, 5, cfg) == pytest.approx(0.1) and lr_factor(9, 5, cfg) == pytest.approx(1.0)
     assert lr_factor(10, 5, cfg) == pytest.approx(1.0) and lr_factor(30, 5, cfg) == pytest.approx(0.5)

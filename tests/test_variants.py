@@ -9,8 +9,8 @@ from torch import nn
 from torchvision.models import resnet50 as tv_resnet50
 
 from resnet_spec import build_model, load_spec, validate
-from resnet_spec.analysis import meta_model
-from resnet_spec.layers import DropPath, EfficientChannelAttention, PadShortcut, SqueezeExcite
+from resnet_spec.model.analysis import meta_model
+from resnet_spec.model.layers import DropPath, EfficientChannelAttention, PadShortcut, SqueezeExcite
 from test_timm_parity import random_state, timm
 
 

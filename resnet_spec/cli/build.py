@@ -1,0 +1,135 @@
+"""resnet-spec build: compile a spec, show what it costs, run one forward pass."""
+from __future__ import annotations
+
+import sys
+import time
+
+from ..errors import InputError
+from ..model.limits import Limits
+
+
+def register(sub) -> None:
+    from .common import add_command, positive_int
+    p = add_command(sub, "build", "Build a spec into a torch model, print its per-stage table and run a forward pass.",
+                    "  resnet-spec build specs/resnet34.yaml\n"
+                    "  resnet-spec build resnet50 --device cuda --batch 32\n"
+                    "  resnet-spec build my_net.yaml --num-classes 10 --input-size 64 --out my_net.pt\n"
+                    "  resnet-spec build resnet152 --dry-run --verbose\n"
+                    "  resnet-spec build resnet50 --dry-run --diagram resnet50.svg")
+    p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--input-size", type=positive_int, metavar="N", help="input height and width (default: the spec's)")
+    p.add_argument("--batch", type=positive_int, default=1, metavar="N", help="batch size of the forward pass (default: 1)")
+    p.add_argument("--num-classes", type=positive_int, metavar="N", help="resize the classifier to N outputs")
+    p.add_argument("--out", metavar="FILE", help="save the state_dict with the resolved spec embedded")
+    p.add_argument("--seed", type=int, default=0, help="random seed for the weights and input (default: 0)")
+    p.add_argument("--dry-run", action="store_true", help="print the table only; allocate no real tensors")
+    p.add_argument("--verbose", action="store_true", help="one row per block instead of per stage")
+    p.add_argument("--diagram", metavar="FILE", help="also draw the network stage by stage as an SVG file")
+    p.add_argument("--optimize", action="store_true",
+                   help="fold each BatchNorm into its conv and use channels_last before the forward pass (inference only)")
+    p.add_argument("--weights", metavar="CKPT", help="load this checkpoint's state_dict (strictly) before the forward pass")
+    p.add_argument("--max-params", type=positive_int, default=Limits.max_params, metavar="N",
+                   help=f"refuse specs with more parameters (default: {Limits.max_params:,})")
+    p.add_argument("--max-activation-mb", type=positive_int, default=Limits.max_activation_mb, metavar="MB",
+                   help=f"refuse a forward pass whose layer outputs sum to more (default: {Limits.max_activation_mb:,})")
+    p.add_argument("--max-blocks", type=positive_int, default=Limits.max_blocks, metavar="N",
+                   help=f"refuse specs with more residual blocks (default: {Limits.max_blocks:,})")
+    p.set_defaults(func=run)
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def _table(rows, total) -> str:
+    lines = [f"{'':<10} {'output':>18} {'params':>13} {'MMACs':>10} {'act. MB':>9}"]
+    for r in rows + [total]:
+        shape = "" if r is total else _fmt_shape(r.shape)
+        lines.append(f"{r.name:<10} {shape:>18} {r.params:>13,} {r.macs / 1e6:>10.1f} {r.activation_bytes / 2**20:>9.1f}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from ..api import load_spec
+    from ..spec.types import with_num_classes
+    spec = load_spec(args.spec)
+    if args.num_classes is not None:
+        spec = with_num_classes(spec, args.num_classes)
+    if args.optimize and args.out:
+        raise InputError("--optimize folds the BatchNorms away, so its weights no longer match the spec; drop --out")
+    from ..fileio import check_writable
+    for out in (args.out, args.diagram):
+        if out:
+            check_writable(out)
+
+    import torch
+
+    from ..model.analysis import analyse, totals
+    from ..model.limits import check
+    # Before any allocation. A dry run allocates nothing, so only the block cap (which bounds the
+    # analysis's own time) applies to it: a 2-billion-parameter spec can still be costed.
+    limits = Limits(args.max_params, args.max_activation_mb, args.max_blocks)
+    if args.dry_run:
+        limits = Limits(sys.maxsize, sys.maxsize >> 20, args.max_blocks)
+    cost = check(spec, limits, args.input_size, args.batch)
+    size = cost.input_size
+    rows = analyse(spec, size, args.batch, verbose=True) if args.verbose else list(cost.rows)
+    total = totals(rows)
+    print(f"{spec.name}: {spec.description}" if spec.description else spec.name)
+    print(f"input {args.batch}x{spec.in_channels}x{size}x{size}")
+    print(_table(rows, total))
+    print(f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs per image"
+          if args.batch == 1 else f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs per batch of {args.batch}")
+    if args.diagram:
+        _write_diagram(args.diagram, spec, list(cost.rows), size)
+    if args.dry_run:
+        return 0
+
+    device = _device(args.device)
+    from ..model.factory import build_model
+    torch.manual_seed(args.seed)
+    model = build_model(spec, limits=None).to(device).eval()  # limits: checked above, with the flags' caps
+    if args.weights:
+        from ..model.checkpoint import load_weights
+        for warning in load_weights(model, args.weights):
+            print(f"resnet-spec build: warning: {warning}", file=sys.stderr)
+    if args.optimize:
+        from ..model.optimize import optimize_for_inference
+        model = optimize_for_inference(model)
+        print("optimized for inference: BatchNorms folded into their convs, channels_last")
+    x = torch.randn(args.batch, spec.in_channels, size, size, device=device)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        out = model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        ms = (time.perf_counter() - t0) * 1e3
+    shapes = ", ".join(_fmt_shape(tuple(o.shape)) for o in out) if isinstance(out, list) else _fmt_shape(tuple(out.shape))
+    print(f"forward pass on {device}: output {shapes} in {ms:.1f} ms")
+    if args.out:
+        from ..model.checkpoint import save_model
+        save_model(args.out, model, spec)
+        print(f"saved {args.out}")
+    return 0
+
+
+def _write_diagram(path: str, spec, rows, size: int) -> None:
+    from ..tools.diagram import render_svg
+    from ..fileio import atomic_write
+    svg = render_svg(spec, rows, size).encode("utf-8")
+    atomic_write(path, lambda f: f.write(svg))
+    print(f"wrote {path}")
+
+
+def _device(name: str):
+    import torch
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device '{name}'; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device '{name}'; use cpu or cuda")
+    return device

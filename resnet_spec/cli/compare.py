@@ -1,0 +1,108 @@
+"""resnet-spec compare: prove a spec equal to a torchvision or timm model (keys, shapes, outputs)."""
+from __future__ import annotations
+
+import json
+
+MAX_ROWS = 40  # rows of the key table shown in text; --format json lists every one
+
+
+def register(sub) -> None:
+    from .common import add_command, positive_int
+    p = add_command(sub, "compare", "Prove a spec equal to a torchvision or timm model (keys, shapes, outputs).",
+                    "  resnet-spec compare resnet50 --reference torchvision:resnet50\n"
+                    "  resnet-spec compare specs/resnet34.yaml --reference torchvision:resnet34 --dtype float64\n"
+                    "  resnet-spec compare my.yaml --reference timm:resnet50d --input-size 64 --format json",
+                    description=(
+                        "Compare a spec's network with a torchvision or timm model: the state_dict keys and shapes, "
+                        "then, after loading the reference's random weights strictly (norm weights and statistics "
+                        "randomised), the outputs of both on one random input. Exit 0 when they are the same network "
+                        "within tolerance, 1 otherwise."))
+    p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
+    p.add_argument("--reference", required=True, metavar="LIB:NAME", help="torchvision:NAME or timm:NAME")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="float64 makes the output check exact up to rounding (default: float32)")
+    p.add_argument("--input-size", type=positive_int, metavar="N", help="input height and width (default: the spec's)")
+    p.add_argument("--batch", type=positive_int, default=2, metavar="N", help="batch size of the random input (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default: 0)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..tools.compare import parse_reference
+    ref = parse_reference(args.reference)
+    from ..api import load_spec
+    spec = load_spec(args.spec)
+
+    import torch
+
+    from ..tools.compare import compare_to_model, randomise_norms_, reference_model
+    from .build import _device
+    device = _device(args.device)
+    dtype = getattr(torch, args.dtype)
+    theirs = reference_model(ref)
+    randomise_norms_(theirs, args.seed)
+    size = args.input_size or spec.input_size
+    keys, out = compare_to_model(spec, theirs, size, args.batch, device, dtype, args.seed)
+    same = keys.same and out is not None and out.same
+    if args.format == "json":
+        print(json.dumps(_as_json(spec.name, str(ref), keys, out, same), indent=2))
+    else:
+        print(_as_text(spec.name, str(ref), keys, out, same))
+    return 0 if same else 1
+
+
+def _shape(s: tuple[int, ...] | None) -> str:
+    return "-" if s is None else "x".join(map(str, s)) or "scalar"
+
+
+def _as_text(name: str, ref: str, keys, out, same: bool) -> str:
+    lines = [f"{name} vs {ref}",
+             f"state_dict: {keys.ours} keys in the spec's model, {keys.theirs} in the reference: "
+             f"{len(keys.missing)} missing, {len(keys.extra)} extra, {len(keys.mismatched)} of another shape"]
+    rows = key_table(keys)
+    if rows:
+        lines += rows
+        lines.append("outputs not compared: the reference's weights do not load strictly")
+    else:
+        lines.append("weights: the reference's loaded strictly (norm weights and running statistics randomised)")
+        lines.append(f"outputs ({out.dtype}, {out.device}, input {_shape(out.input_shape)}): "
+                     + (f"max abs diff {out.max_abs:.3g}, max rel diff {out.max_rel:.3g} "
+                        f"(tolerance {out.tolerance:g}, relative to max |reference output|)"
+                        if out.shapes_match else "output shapes differ"))
+        if out.first_difference:
+            module, rel = out.first_difference
+            lines.append(f"first difference: the output of {module} (max rel diff {rel:.3g})")
+    lines.append("same network" if same else "DIFFERENT networks")
+    return "\n".join(lines)
+
+
+def key_table(keys, theirs: str = "reference") -> list[str]:
+    """The key diff as table lines: shape mismatches first, then missing and extra keys."""
+    rows = ([("shape", k, a, b) for k, a, b in keys.mismatched] + [("missing", k, None, s) for k, s in keys.missing]
+            + [("extra", k, s, None) for k, s in keys.extra])
+    if not rows:
+        return []
+    width = max(len(k) for _, k, _, _ in rows[:MAX_ROWS])
+    lines = [f"  {'':<8} {'key':<{width}}  {'spec':>16}  {theirs:>16}"]
+    lines += [f"  {kind:<8} {k:<{width}}  {_shape(a):>16}  {_shape(b):>16}" for kind, k, a, b in rows[:MAX_ROWS]]
+    if len(rows) > MAX_ROWS:
+        lines.append(f"  ... and {len(rows) - MAX_ROWS} more (--format json lists them all)")
+    return lines
+
+
+def _as_json(name: str, ref: str, keys, out, same: bool) -> dict:
+    return {
+        "spec": name, "reference": ref, "same": same,
+        "keys": {"spec": keys.ours, "reference": keys.theirs,
+                 "missing": [{"key": k, "shape": list(s)} for k, s in keys.missing],
+                 "extra": [{"key": k, "shape": list(s)} for k, s in keys.extra],
+                 "mismatched": [{"key": k, "spec": list(a), "reference": list(b)} for k, a, b in keys.mismatched]},
+        "outputs": None if out is None else {
+            "dtype": out.dtype, "device": out.device, "input_shape": list(out.input_shape),
+            "shapes_match": out.shapes_match, "max_abs_diff": out.max_abs, "max_rel_diff": out.max_rel,
+            "tolerance": out.tolerance, "within_tolerance": out.same,
+            "first_difference": None if out.first_difference is None else {
+                "module": out.first_difference[0], "max_rel_diff": out.first_difference[1]}},
+    }

@@ -1,0 +1,15 @@
+"""resnet-spec schema: print the JSON Schema of spec files."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    from .common import add_command
+    p = add_command(sub, "schema", "Print the JSON Schema that spec files follow.",
+                    "  resnet-spec schema > resnet-spec.schema.json")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..resources import schema_path
+    print(schema_path().read_text(encoding="utf-8"), end="")
+    return 0

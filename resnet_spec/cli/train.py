@@ -1,0 +1,143 @@
+"""resnet-spec train: train a spec on an image folder (train/ and val/), or resume a run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+
+# Options a resumed run may change: they alter neither the maths nor the data order.
+RESUMABLE = ("epochs", "workers", "device", "data")
+
+
+def register(sub) -> None:
+    from .common import add_command, positive_int
+    p = add_command(sub, "train", "Train a spec on an image folder with train/ and val/ class subfolders.",
+                    "  resnet-spec train specs/resnet18.yaml --data flowers --out runs/r18 --epochs 30\n"
+                    "  resnet-spec train specs/resnet10_cifar.yaml --data digits --image-size 32 --optimizer adamw --lr 3e-3\n"
+                    "  resnet-spec train --resume runs/r18 --epochs 40\n"
+                    "  torchrun --nproc_per_node=4 -m resnet_spec train resnet50 --data imagenet --amp bf16")
+    p.add_argument("spec", nargs="?", metavar="FILE|NAME", help="a spec file or shipped spec name (not with --resume)")
+    p.add_argument("--data", metavar="DIR", help="dataset folder holding train/ and val/, each of class subfolders")
+    p.add_argument("--out", metavar="RUN_DIR", help="where checkpoints and logs go (default: runs/<spec name>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    p.add_argument("--image-size", type=positive_int, metavar="N", help="training crop size in pixels (default: 224)")
+    p.add_argument("--epochs", type=positive_int, metavar="N", help="total epochs (default: 30)")
+    p.add_argument("--batch-size", type=positive_int, metavar="N", help="images per step per process (default: 128)")
+    p.add_argument("--workers", type=int, metavar="N", help="data-loading processes per training process (default: 4)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw", "adam"), help="default: sgd (momentum 0.9)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 0.1)")
+    p.add_argument("--weight-decay", type=float, metavar="WD", help="default: 1e-4")
+    p.add_argument("--schedule", choices=("cosine", "step", "none"),
+                   help="lr decay after warmup: cosine, step (x0.1 after each third) or none (default: cosine)")
+    p.add_argument("--warmup", type=int, metavar="EPOCHS", help="epochs of linear lr warmup (default: 0)")
+    p.add_argument("--label-smoothing", type=float, metavar="EPS", help="default: 0")
+    p.add_argument("--seed", type=int, help="seed for weights, data order and augmentation (default: 0)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto; under torchrun, cuda:LOCAL_RANK)")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"),
+                   help="autocast precision: bf16 (CUDA or CPU) or fp16 (CUDA only, with a gradient scaler)")
+    p.add_argument("--channels-last", action="store_true", default=None, help="train in channels_last memory format")
+    p.add_argument("--min-scale", type=float, metavar="S",
+                   help="smallest area fraction of RandomResizedCrop (default: 0.08, torchvision's)")
+    p.add_argument("--no-flip", dest="hflip", action="store_false", default=None,
+                   help="no random horizontal flip (for data where mirroring changes the class, e.g. digits)")
+    p.add_argument("--cache", choices=("auto", "on", "off"),
+                   help="decode the images once into memory on the training device and crop whole batches there:"
+                        " auto does it when the train images share one size and all fit in 1 GiB (default: auto)")
+    p.set_defaults(func=run)
+
+
+def _given(args) -> dict:
+    """The training options given on the command line (argparse defaults are None, so absent ones are absent)."""
+    from ..train.loop import TrainConfig
+    names = [f for f in TrainConfig.__dataclass_fields__ if f not in ("spec", "data", "out")] + ["data"]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _check_ranges(given: dict) -> None:
+    for name in ("workers", "warmup", "weight_decay"):
+        if name in given and given[name] < 0:
+            raise InputError(f"--{name.replace('_', '-')} must not be negative, got {given[name]}")
+    if "lr" in given and not given["lr"] > 0:
+        raise InputError(f"--lr must be positive, got {given['lr']}")
+    if "label_smoothing" in given and not 0 <= given["label_smoothing"] < 1:
+        raise InputError(f"--label-smoothing must be in [0, 1), got {given['label_smoothing']}")
+    if "min_scale" in given and not 0 < given["min_scale"] <= 1:
+        raise InputError(f"--min-scale must be in (0, 1], got {given['min_scale']}")
+
+
+def _device_ok(name: str) -> None:
+    import torch
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device '{name}'; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but no CUDA device is available")
+
+
+def require(command: str, modules: tuple[str, ...]) -> None:
+    """Refuse with one line when an optional dependency (not in the core install) is missing."""
+    import importlib.util
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"{command} needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def run(args) -> int:
+    require("resnet-spec train", ("tqdm", "matplotlib"))
+    given = _given(args)
+    _check_ranges(given)
+    if args.resume:
+        cfg, spec, resume = _resume(args, given)
+    else:
+        if not args.spec or not args.data:
+            raise InputError("give a SPEC and --data DIR (or --resume RUN_DIR)")
+        from ..api import load_spec
+        from ..train.loop import TrainConfig
+        spec = load_spec(args.spec)
+        out = args.out or str(Path("runs") / spec.name)
+        if (Path(out) / "last.pt").exists():
+            raise InputError(f"{out} already holds a run (last.pt); continue it with --resume {out} or pick another --out")
+        cfg = TrainConfig(spec=str(args.spec), data=str(args.data), out=out,
+                          **{k: v for k, v in given.items() if k != "data"})
+        resume = None
+    _device_ok(cfg.device)
+    from ..train.loop import train
+    summary = train(cfg, spec, resume)
+    if summary["history"] and summary["best_top1"] >= 0:
+        print(f"best val top-1 {100 * summary['best_top1']:.2f}%; checkpoints in {cfg.out}")
+    return 0
+
+
+def _resume(args, given: dict):
+    """The config, spec and state saved in RUN_DIR/last.pt, with the few options a resume may change."""
+    from dataclasses import replace
+
+    from ..model.checkpoint import load_file, spec_from_checkpoint
+    from ..train.loop import TrainConfig
+    if args.spec:
+        raise InputError("--resume takes the spec from RUN_DIR/last.pt; drop the SPEC argument")
+    changed = sorted(k for k in given if k not in RESUMABLE)
+    if changed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise InputError(f"cannot change {flags} when resuming (only --epochs, --workers, --device, --data)")
+    if args.out and Path(args.out) != Path(args.resume):
+        raise InputError("--resume writes into its own RUN_DIR; drop --out")
+    path = Path(args.resume) / "last.pt"
+    if not Path(args.resume).is_dir():
+        raise InputError(f"{args.resume}: no such run folder")
+    obj = load_file(path)
+    if not isinstance(obj.get("train_config"), dict) or "optimizer" not in obj:
+        raise InputError(f"{path}: not a training checkpoint (no optimizer state); was it written by `resnet-spec train`?")
+    spec = spec_from_checkpoint(obj, path)
+    try:
+        # Runs saved before --cache existed all read their images from disk.
+        cfg = TrainConfig(**{"cache": "off", **obj["train_config"]})
+    except TypeError as e:
+        raise InputError(f"{path}: unreadable training settings ({e})") from None
+    cfg = replace(cfg, out=str(args.resume), **{k: v for k, v in given.items()})
+    return cfg, spec, obj

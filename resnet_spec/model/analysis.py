@@ -1,0 +1,90 @@
+"""What a spec costs, per stage: output shape, parameters, MACs and activation memory.
+
+Runs the model on the `meta` device, so nothing is allocated however large the spec.
+MACs are multiply-accumulates of convolutions and linear layers (the convention behind
+torchvision's published GFLOPS), counted by torch.utils.flop_counter.FlopCounterMode
+(which reports 2 FLOPs per MAC).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .build import meta_model  # noqa: F401 - also the analysis's public entry for a meta model
+from ..spec.types import ResNetSpec
+
+
+@dataclass(frozen=True)
+class Row:
+    """Cost of one part of the network (stem, a stage, a block, or the head)."""
+
+    name: str
+    shape: tuple[int, ...]
+    params: int
+    macs: int
+    activation_bytes: int
+
+
+def _groups(model: nn.Module, verbose: bool) -> dict[str, list[str]]:
+    """Row name -> the module names it covers: what comes before the stages is the stem, after them the head."""
+    stages = set(model.stage_names)
+    groups: dict[str, list[str]] = {}
+    part = "stem"
+    for name, child in model.named_children():
+        if name in stages:
+            part = "head"
+            blocks = [f"{name}.{b}" for b, _ in child.named_children()] if verbose else [name]
+            groups.update({b: [b] for b in blocks})
+        else:
+            groups.setdefault(part, []).append(name)
+    return groups
+
+
+def analyse(spec: ResNetSpec, input_size: int | None = None, batch: int = 1,
+            verbose: bool = False) -> list[Row]:
+    """One Row per stem, stage (or block, if verbose) and head, in forward order."""
+    model = meta_model(spec).eval()
+    size = input_size or spec.input_size
+    groups = _groups(model, verbose)
+    shapes: dict[str, tuple[int, ...]] = {}
+    acts: dict[str, int] = {}
+    hooks = []
+    for group, names in groups.items():
+        for name in names:
+            mod = model.get_submodule(name)
+
+            def last_shape(m, inp, out, group=group):
+                if isinstance(out, torch.Tensor):
+                    shapes[group] = tuple(out.shape)
+            hooks.append(mod.register_forward_hook(last_shape))
+            for leaf in mod.modules():
+                if next(leaf.children(), None) is None:
+                    def act(m, inp, out, group=group):
+                        if isinstance(out, torch.Tensor):
+                            acts[group] = acts.get(group, 0) + out.numel() * out.element_size()
+                    hooks.append(leaf.register_forward_hook(act))
+    x = torch.empty(batch, spec.in_channels, size, size, device="meta")
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    # Keys are module paths under the root's class name: "ResNet.layer1.0" -> "layer1.0".
+    flops = {k.partition(".")[2]: sum(v.values()) for k, v in counter.get_flop_counts().items() if "." in k}
+    rows = []
+    for group, names in groups.items():
+        params = sum(p.numel() for n in names for p in model.get_submodule(n).parameters())
+        macs = sum(flops.get(n, 0) for n in names) // 2
+        if group in shapes:  # a module that never ran (an unused Identity) gets no row
+            rows.append(Row(group, shapes[group], params, macs, acts.get(group, 0)))
+    return rows
+
+
+def totals(rows: list[Row]) -> Row:
+    """The sum of all rows; its shape is the network's output shape."""
+    return Row("total", rows[-1].shape if rows else (), sum(r.params for r in rows), sum(r.macs for r in rows),
+               sum(r.activation_bytes for r in rows))

@@ -1,0 +1,107 @@
+"""build_model: the public entry point from a spec (or its file or name) to a ready nn.Module."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..spec.load import load_spec
+from .build import ResNet, meta_model
+from .layers import BlurPool2d
+from .limits import Limits
+from .limits import check as check_limits
+from ..spec.types import ResNetSpec, with_num_classes
+
+INITS = ("random", "none")
+OPTIMIZATIONS = (None, "inference")
+
+
+def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None = None, *, init: str = "random",
+                weights: Mapping[str, torch.Tensor] | None = None, optimize: str | None = None,
+                compile: bool = False, limits: Limits | None = Limits()) -> nn.Module:
+    """Build the network a spec (or a spec file, or a shipped spec name) describes.
+
+    init="random" draws torchvision's seeded init. init="none" builds on the meta device and skips
+    the init: pass `weights` (a state_dict, loaded strictly and without a copy), or call
+    `load_state_dict(sd, assign=True)` and then `materialize_buffers(model)` yourself.
+    optimize="inference" folds each BatchNorm into its conv and uses channels_last (eval mode,
+    no gradients); `compile=True` also wraps it in torch.compile.
+    `limits` caps the blocks and the parameters before any weight is written (None: no check);
+    the activation cap is left to the forward pass's caller, who knows the input size and batch.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if optimize not in OPTIMIZATIONS:
+        raise ValueError(f"optimize must be one of {OPTIMIZATIONS}, got {optimize!r}")
+    if compile and optimize is None:
+        raise ValueError("compile=True needs optimize='inference'")
+    if weights is not None and init != "none":
+        # A random init that the weights then overwrite is the cost init="none" exists to avoid.
+        raise ValueError("weights= needs init='none'")
+    if init == "none" and weights is None and optimize is not None:
+        raise ValueError("optimize needs real weights: pass weights= with init='none'")
+    spec = spec_or_path if isinstance(spec_or_path, ResNetSpec) else load_spec(spec_or_path)
+    if num_classes is not None:
+        spec = with_num_classes(spec, num_classes)
+    if limits is not None and spec.num_blocks > limits.max_blocks:  # first: build time grows with the blocks
+        check_limits(spec, limits)
+    if init == "random":
+        model: nn.Module = ResNet(spec) if limits is None else _capped_build(spec, limits)
+    else:
+        model = meta_model(spec)
+        if limits is not None and sum(p.numel() for p in model.parameters()) > limits.max_params:
+            check_limits(spec, limits)
+        if weights is not None:
+            model.load_state_dict(weights, strict=True, assign=True)
+            materialize_buffers(model)
+    if optimize == "inference":
+        from .optimize import optimize_for_inference
+        model = optimize_for_inference(model, compile=compile)
+    return model
+
+
+class _OverCap(Exception):
+    """Raised from the parameter-registration hook once a build passes limits.max_params."""
+
+
+def _capped_build(spec: ResNetSpec, limits: Limits) -> nn.Module:
+    """ResNet(spec), stopped by LimitError as soon as its parameters pass limits.max_params.
+
+    The count runs during the real build, in a hook on each parameter's registration: a parameter
+    is registered before its init writes to it, so an oversized model stops before its memory is
+    touched. A separate meta-device build to count first would cost about a tenth of the build,
+    and limits.check's traced analysis about 40%. Activation memory is the forward pass's concern:
+    `resnet-spec build` checks it with the command's input size and batch.
+    """
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+    count = 0
+
+    def hook(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        nonlocal count
+        count += 0 if param is None else param.numel()
+        if count > limits.max_params:
+            raise _OverCap
+    # The hook is global to nn.Module: a model built in another thread meanwhile would add to the count.
+    handle = register_module_parameter_registration_hook(hook)
+    try:
+        return ResNet(spec)
+    except (_OverCap, RuntimeError) as e:  # RuntimeError: one tensor too large to allocate at all
+        failed = e
+    finally:
+        handle.remove()
+    check_limits(spec, limits)  # raises LimitError, worded from the meta-device analysis (hook removed first)
+    raise failed
+
+
+def materialize_buffers(model: nn.Module) -> nn.Module:
+    """Recompute the fixed, non-persistent buffers a meta-device build leaves empty (a state_dict has none)."""
+    device = next(model.parameters()).device
+    for m in model.modules():
+        if isinstance(m, BlurPool2d) and m.filt.is_meta:
+            m.filt = BlurPool2d(m.channels, m.stride).filt.to(device)
+    left = [name for name, t in model.named_buffers() if t.is_meta]
+    if left:
+        raise ValueError(f"buffers still on the meta device after loading weights: {', '.join(left)}")
+    return model

@@ -1,0 +1,114 @@
+"""Geometry of a spec: every block's channels, stride and dilation, and every feature map's size.
+
+Pure Python, no torch: the validator uses it to find feature maps that shrink to nothing,
+the builder to construct modules, and the analysis to label stages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .types import BlockSpec, ResNetSpec
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Construction arguments of one residual block."""
+
+    stage: int
+    index: int
+    inplanes: int
+    planes: int
+    outplanes: int
+    width: int          # inner width of a bottleneck (the 3x3 conv's channels)
+    stride: int
+    dilation: int
+    first_dilation: int
+    shortcut: bool      # whether the block has a projection on its skip path
+    drop_path: float
+    block: BlockSpec
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int          # 1-based, as in layer1
+    blocks: tuple[BlockPlan, ...]
+    out_channels: int
+    reduction: int
+    size: int           # spatial size of the output for spec.input_size
+    dilation: int
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1, ceil: bool = False) -> int:
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    return (-(-span // stride) if ceil else span // stride) + 1
+
+
+def inner_width(planes: int, block: BlockSpec) -> int:
+    """torchvision's bottleneck width: int(planes * width_per_group / 64) * groups."""
+    return int(planes * (block.width_per_group / 64.0)) * block.groups
+
+
+def stem_sizes(spec: ResNetSpec, size: int) -> list[tuple[str, int]]:
+    """Spatial size after each stem op, for an input of `size` pixels."""
+    out = []
+    if spec.stem.type == "conv7x7":
+        size = conv_out(size, 7, 2, 3)
+    elif spec.stem.type == "cifar":
+        size = conv_out(size, 3, 1, 1)
+    else:
+        size = conv_out(size, 3, 2, 1)
+    out.append(("stem conv", size))
+    if spec.stem.pool != "none":
+        if spec.anti_alias == "avg":
+            size = conv_out(size, 2, 2, 0)  # a stride-1 op, then a 2x2 average pool
+        else:
+            size = conv_out(size, 3, 2, 1)  # max pool, strided conv, or a blur pool (3x3, pad 1)
+        out.append(("stem pool", size))
+    return out
+
+
+def stem_conv_reduction(spec: ResNetSpec) -> int:
+    """Stride of the stem's convs, before its pool: the reduction of feature 0, as timm's feature_info."""
+    return 1 if spec.stem.type == "cifar" else 2
+
+
+def stem_reduction(spec: ResNetSpec) -> int:
+    """Stride of the whole stem, pool included: the input stride of the first stage."""
+    return stem_conv_reduction(spec) * (2 if spec.stem.pool != "none" else 1)
+
+
+def plan(spec: ResNetSpec) -> list[StagePlan]:
+    """Per-stage and per-block layout, following torchvision's _make_layer and timm's make_blocks."""
+    stages = []
+    inplanes = spec.stem.out_channels
+    net_stride = stem_reduction(spec)
+    dilation = prev_dilation = 1
+    size = stem_sizes(spec, spec.input_size)[-1][1]
+    total = spec.num_blocks
+    k = 0
+    for si, st in enumerate(spec.stages):
+        stride = st.stride
+        if spec.output_stride is None:
+            dilation = st.dilation
+            net_stride *= stride
+        elif net_stride >= spec.output_stride and stride > 1:
+            dilation *= stride
+            stride = 1
+        else:
+            net_stride *= stride
+        blocks = []
+        for bi in range(st.blocks):
+            b = st.block_at(bi)
+            s = stride if bi == 0 else 1
+            outplanes = st.channels * b.expansion
+            width = inner_width(st.channels, b) if b.type == "bottleneck" else st.channels
+            rate = spec.drop_path_rate * k / (total - 1) if total > 1 else 0.0
+            blocks.append(BlockPlan(si + 1, bi, inplanes, st.channels, outplanes, width, s, dilation,
+                                    prev_dilation, s != 1 or inplanes != outplanes, rate, b))
+            if s > 1:  # every strided path pads like a 3x3 conv, except the 2x2 average pool
+                size = size // s if spec.anti_alias == "avg" else conv_out(size, 3, s, 1)
+            prev_dilation = dilation
+            inplanes = outplanes
+            k += 1
+        stages.append(StagePlan(si + 1, tuple(blocks), inplanes, net_stride, size, dilation))
+    return stages

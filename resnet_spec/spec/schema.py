@@ -1,0 +1,112 @@
+"""Check a resolved spec against schemas/resnet-spec.schema.json, with plain messages."""
+from __future__ import annotations
+
+import difflib
+import json
+from functools import lru_cache
+
+from ..errors import ErrorRecord
+from .resolve import Resolved
+from ..resources import schema_path
+from .yamlio import SHOWN, clip
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict:
+    with schema_path().open(encoding="utf-8") as f:
+        return json.load(f)
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+    from jsonschema import Draft202012Validator
+
+    # JSON Schema calls 2.0 an integer; a spec that writes `stride: 2.0` is refused instead,
+    # so that a float never reaches a torch constructor.
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    cls = jsonschema.validators.extend(Draft202012Validator, type_checker=checker)
+    return cls(load_schema())
+
+
+def defaults(name: str) -> dict:
+    """The `default` of each property of $defs[name] (or of the top level, name='')."""
+    schema = load_schema()
+    node = schema if not name else schema["$defs"][name]
+    out = {}
+    for k, v in node.get("properties", {}).items():
+        if "$ref" in v:
+            v = {**schema["$defs"][v["$ref"].rsplit("/", 1)[1]], **v}
+        if "default" in v:
+            out[k] = v["default"]
+    return out
+
+
+def check(spec: Resolved) -> list[ErrorRecord]:
+    """Every schema violation in the resolved spec, one record each."""
+    out: list[ErrorRecord] = []
+    for e in _validator().iter_errors(spec.data):
+        out.extend(_records(spec, e))
+    return sorted(set(out))
+
+
+def _show(spec: Resolved, path: tuple, value: object) -> str:
+    """A value as the user wrote it."""
+    if path in spec.text and not isinstance(value, (dict, list)):
+        return clip(spec.text[path]) if isinstance(value, str) else spec.text[path][:SHOWN]
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return json.dumps(value)
+
+
+_TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "text", "boolean": "true or false",
+               "object": "a mapping", "array": "a list", "null": "null"}
+
+
+def _suggest(word: object, options: list) -> str:
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(o) for o in options if o is not None], n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _records(spec: Resolved, e) -> list[ErrorRecord]:
+    path = tuple(e.absolute_path)
+    v, kw, val = e.instance, e.validator, e.validator_value
+    shown = _show(spec, path, v)
+    if kw == "additionalProperties":
+        allowed = sorted(e.schema.get("properties", {}))
+        return [spec.error(path + (k,), f"unknown key {clip(str(k))}{_suggest(k, allowed) or ''}", key=True)
+                for k in v if k not in allowed]
+    if kw == "required":
+        return [spec.error(path, f"missing required key '{k}'") for k in val if k not in v]
+    if kw == "type":
+        types = [val] if isinstance(val, str) else val
+        want = " or ".join(_TYPE_NAMES[t] for t in types)
+        got = f"the text {shown}" if isinstance(v, str) else shown
+        hint = ""
+        if isinstance(v, str) and ("integer" in types or "number" in types):
+            hint = " (write numbers in plain decimal)"
+        if isinstance(v, str) and "boolean" in types:
+            hint = " (only true and false are booleans)"
+        return [spec.error(path, f"expected {want}, got {got}{hint}")]
+    if kw == "enum":
+        opts = ", ".join("null" if o is None else repr(o) if isinstance(o, str) else str(o) for o in val)
+        return [spec.error(path, f"{shown} is not one of {opts}{_suggest(v, val)}")]
+    if kw == "const":
+        return [spec.error(path, f"must be {json.dumps(val)}, got {shown}")]
+    messages = {
+        "minimum": f"{shown} is less than the minimum of {val}",
+        "maximum": f"{shown} is more than the maximum of {val}",
+        "exclusiveMinimum": f"{shown} must be more than {val}",
+        "exclusiveMaximum": f"{shown} must be less than {val}",
+        "minItems": f"needs at least {val} item{'s' if val != 1 else ''}",
+        "maxItems": f"has {len(v) if isinstance(v, list) else '?'} items; the maximum is {val}",
+        "uniqueItems": "items must not repeat",
+        "minLength": "must not be empty",
+        "maxLength": f"is longer than {val} characters",
+    }
+    return [spec.error(path, messages.get(kw, e.message))]

@@ -1,0 +1,196 @@
+"""Prove a spec equal to a reference network: state_dict keys and shapes, then outputs on one random input.
+
+References are torchvision or timm classification models, named `torchvision:NAME` or `timm:NAME`.
+They are built with random weights; their norm layers' affine weights and running statistics are
+then randomised too, so a block wired differently cannot hide behind BN's identity initialisation.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..spec.types import ResNetSpec
+
+SOURCES = ("torchvision", "timm")
+# Largest accepted max|ours - ref| / max|ref|. float64 runs the same ops in the same order, so
+# anything above rounding noise is a real difference; float32 leaves room for fused-kernel order.
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
+TIMM_HINT = 'timm is not installed; install it with `pip install timm` (or `pip install "resnet-spec[test]"`)'
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A model of another library, by name: torchvision:resnet50, timm:resnet50d."""
+
+    source: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.name}"
+
+
+@dataclass(frozen=True)
+class KeyDiff:
+    """How two state_dicts differ in keys and shapes."""
+
+    ours: int
+    theirs: int
+    missing: tuple[tuple[str, tuple[int, ...]], ...]    # in the reference only
+    extra: tuple[tuple[str, tuple[int, ...]], ...]      # in ours only
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]  # (key, ours, reference)
+
+    @property
+    def same(self) -> bool:
+        return not (self.missing or self.extra or self.mismatched)
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    """How two models' outputs on the same input differ."""
+
+    dtype: str
+    device: str
+    input_shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float     # max|ours - ref| / max|ref|
+    tolerance: float
+    shapes_match: bool
+    first_difference: tuple[str, float] | None = None  # (module, its max rel diff): where the outputs part ways
+
+    @property
+    def same(self) -> bool:
+        return self.shapes_match and self.max_rel <= self.tolerance
+
+
+def parse_reference(text: str) -> Reference:
+    source, sep, name = text.partition(":")
+    if not sep or source not in SOURCES or not name:
+        raise InputError(f"reference '{text}' must be torchvision:NAME or timm:NAME (e.g. torchvision:resnet50)")
+    return Reference(source, name)
+
+
+def _unknown(ref: Reference, names: list[str]) -> InputError:
+    close = difflib.get_close_matches(ref.name, names, n=1)
+    hint = f"; did you mean '{ref.source}:{close[0]}'?" if close else ""
+    return InputError(f"{ref.source} has no model named '{ref.name}'{hint}")
+
+
+def reference_model(ref: Reference) -> nn.Module:
+    """The reference model with its library's own random initialisation, on the CPU, in eval mode."""
+    if ref.source == "torchvision":
+        import torchvision
+        names = torchvision.models.list_models(module=torchvision.models)
+        if ref.name not in names:
+            raise _unknown(ref, names)
+        return torchvision.models.get_model(ref.name, weights=None).eval()
+    try:
+        import timm
+    except ImportError:
+        raise InputError(TIMM_HINT) from None
+    if not timm.is_model(ref.name):
+        raise _unknown(ref, timm.list_models())
+    return timm.create_model(ref.name, pretrained=False).eval()
+
+
+def randomise_norms_(model: nn.Module, seed: int) -> None:
+    """Give every norm layer random affine weights and running statistics (in place)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                if getattr(m, "running_mean", None) is not None:
+                    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def key_diff(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> KeyDiff:
+    """Keys only in the reference, keys only in ours, and keys whose shapes differ."""
+    missing = tuple((k, tuple(v.shape)) for k, v in theirs.items() if k not in ours)
+    extra = tuple((k, tuple(v.shape)) for k, v in ours.items() if k not in theirs)
+    mismatched = tuple((k, tuple(v.shape), tuple(theirs[k].shape)) for k, v in ours.items()
+                       if k in theirs and tuple(v.shape) != tuple(theirs[k].shape))
+    return KeyDiff(len(ours), len(theirs), missing, extra, mismatched)
+
+
+def _flat(out: object) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def max_differences(a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
+    """max|a - b| and that over max|b|, NaN when any output is NaN (Python's max() would drop a NaN)."""
+    diffs = torch.stack([(p.double() - q.double()).abs().max() for p, q in zip(a, b)]).max().item()
+    scale = torch.stack([q.double().abs().max() for q in b]).max().item()
+    return diffs, (diffs / scale if scale > 0 else diffs)
+
+
+def _run_traced(model: nn.Module, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
+    """The outputs of the named modules during model(x), in the order they finished."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if name in names:
+            def keep(mod, inp, out, name=name):
+                if isinstance(out, torch.Tensor):
+                    seen[name] = out.detach().clone()  # a later in-place ReLU would change it
+            hooks.append(m.register_forward_hook(keep))
+    try:
+        with torch.no_grad():
+            model(x)
+        return seen
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def output_diff(ours: nn.Module, theirs: nn.Module, x: torch.Tensor) -> OutputDiff:
+    """Run both models (already on x's device and dtype, in eval mode) on x and measure the difference;
+    when they differ, name the first top-level module or block whose output differs."""
+    with torch.no_grad():
+        a, b = _flat(ours(x)), _flat(theirs(x))
+    tol = TOLERANCE.get(x.dtype, 1e-5)
+    shapes_match = len(a) == len(b) and all(p.shape == q.shape for p, q in zip(a, b))
+    max_abs, rel = max_differences(a, b) if shapes_match else (math.nan, math.nan)
+    first = None if shapes_match and rel <= tol else _first_difference(ours, theirs, x, tol)
+    return OutputDiff(str(x.dtype).removeprefix("torch."), str(x.device), tuple(x.shape), max_abs, rel, tol,
+                      shapes_match, first)
+
+
+def _first_difference(ours: nn.Module, theirs: nn.Module, x: torch.Tensor, tol: float) -> tuple[str, float] | None:
+    """Run both again, keeping the outputs of the top-level modules and blocks (layer1.0) both have,
+    and return the first, in the order they finish, whose outputs differ."""
+    names = {n for n, _ in ours.named_modules() if n and n.count(".") <= 1} & {n for n, _ in theirs.named_modules()}
+    seen_a, seen_b = _run_traced(ours, x, names), _run_traced(theirs, x, names)
+    for name, t in seen_a.items():
+        if name in seen_b:
+            r = max_differences([t], [seen_b[name]])[1] if t.shape == seen_b[name].shape else math.nan
+            if not r <= tol:
+                return name, r
+    return None
+
+
+def compare_to_model(spec: ResNetSpec, theirs: nn.Module, input_size: int, batch: int, device: torch.device,
+                     dtype: torch.dtype, seed: int) -> tuple[KeyDiff, OutputDiff | None]:
+    """Key diff of the spec's model (on the meta device) with `theirs`; if the keys match, build the spec's
+    model around the reference's tensors (a strict load, no copy, no random init) and compare outputs."""
+    from ..model.analysis import meta_model
+    from ..model.factory import build_model
+    keys = key_diff(meta_model(spec).state_dict(), theirs.state_dict())
+    if not keys.same:
+        return keys, None
+    try:
+        ours = build_model(spec, init="none", weights=theirs.state_dict())
+    except RuntimeError as e:  # load_state_dict's own refusal, as one line
+        raise InputError(str(e).strip().splitlines()[0]) from None
+    ours.to(device=device, dtype=dtype).eval()
+    theirs.to(device=device, dtype=dtype).eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, spec.in_channels, input_size, input_size, generator=g, dtype=dtype).to(device)
+    return keys, output_diff(ours, theirs, x)

@@ -1,0 +1,184 @@
+"""Export a built model to a deployment format, write it atomically, and check it by loading it back.
+
+Each export is serialised to bytes and those bytes are loaded back and checked before anything is
+written: state_dict and safetensors tensor by tensor (they must be equal), TorchScript and ONNX by
+running them against the torch model on a batch size other than the one traced, so a batch axis
+fixed by accident is caught. Only checked bytes are written (atomically), and the file is then read
+back and compared byte for byte. A failed check leaves the target as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .compare import max_differences
+from ..fileio import OutputError, atomic_write
+from ..spec.types import ResNetSpec
+
+FORMATS = ("torchscript", "onnx", "safetensors", "state_dict")
+EXPORT_HINT = 'pip install "resnet-spec[export]"'
+# max|exported - torch| / max|torch| allowed. TorchScript runs the same kernels; ONNX Runtime sums in
+# another order (and fuses conv + BN), which costs float32 a few ulps per layer.
+TOLERANCE = {"torchscript": 1e-5, "onnx": 1e-4}
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """What was written and how the file read back compared with the torch model."""
+
+    format: str
+    path: Path
+    check: str            # what was compared, in words
+    max_abs: float
+    max_rel: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_rel <= self.tolerance
+
+
+def _flat(out: object) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def _diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        raise InputError("export check failed: the file read back gives outputs of other shapes")
+    return max_differences(a, b)
+
+
+def _tensors_equal(saved: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> tuple[float, float]:
+    if saved.keys() != loaded.keys():
+        raise InputError("export check failed: the file read back has other keys")
+    bad = [k for k in saved if saved[k].dtype != loaded[k].dtype or not torch.equal(saved[k], loaded[k])]
+    if bad:
+        raise InputError(f"export check failed: tensor {bad[0]} differs after reading the file back")
+    return 0.0, 0.0
+
+
+def _inputs(spec: ResNetSpec, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(2, spec.in_channels, size, size, generator=g),
+            torch.randn(3, spec.in_channels, size, size, generator=g))
+
+
+def _write(path: Path, blob: bytes) -> None:
+    atomic_write(path, lambda f: f.write(blob))
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    if digest.digest() != hashlib.sha256(blob).digest():
+        raise InputError(f"{path}: the file read back differs from the bytes written")
+
+
+def export_state_dict(model: nn.Module, path: Path) -> ExportCheck:
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    loaded = torch.load(io.BytesIO(buf.getvalue()), map_location="cpu", weights_only=True)
+    check = ExportCheck("state_dict", path, "every tensor read back with torch.load(weights_only=True) and equal",
+                        *_tensors_equal(sd, loaded), 0.0)
+    _write(path, buf.getvalue())
+    return check
+
+
+def export_safetensors(model: nn.Module, spec: ResNetSpec, path: Path) -> ExportCheck:
+    try:
+        from safetensors.torch import load, save
+    except ImportError:
+        raise InputError(f"safetensors export needs the safetensors package: {EXPORT_HINT}") from None
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "resnet-spec/1", "name": spec.name, "spec": json.dumps(spec.data)}
+    blob = save(sd, metadata=meta)
+    check = ExportCheck("safetensors", path, "every tensor read back with safetensors and equal",
+                        *_tensors_equal(sd, load(blob)), 0.0)
+    _write(path, blob)
+    return check
+
+
+def export_torchscript(model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed: int) -> ExportCheck:
+    x2, x3 = _inputs(spec, size, seed)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, and says so each call
+        traced = torch.jit.trace(model, x2)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        loaded = torch.jit.load(io.BytesIO(buf.getvalue()), map_location="cpu")
+        got = _flat(loaded(x3))
+        want = _flat(model(x3))
+    check = ExportCheck("torchscript", path, "traced at batch 2, loaded back, run at batch 3 against the torch model",
+                        *_diff(got, want), TOLERANCE["torchscript"])
+    return _passed(check, path, buf.getvalue())
+
+
+def export_onnx(model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed: int) -> ExportCheck:
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        raise InputError(f"onnx export needs onnx and onnxruntime: {EXPORT_HINT}") from None
+    x2, x3 = _inputs(spec, size, seed)
+    with torch.no_grad():
+        n_out = len(_flat(model(x2)))
+    outputs = ["output"] if n_out == 1 else [f"feature{i}" for i in range(n_out)]
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        # The TorchScript-based exporter: the dynamo one needs onnxscript, which the extra does not pull in.
+        torch.onnx.export(model, (x2,), buf, dynamo=False, opset_version=OPSET, input_names=["input"],
+                          output_names=outputs, dynamic_axes={n: {0: "batch"} for n in ["input"] + outputs})
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(proto)
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    if not batch_dim.dim_param:
+        raise InputError("export check failed: the ONNX input's batch axis is not dynamic")
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    worst = (0.0, 0.0)
+    for x in (x2, x3):
+        got = [torch.from_numpy(a) for a in session.run(None, {"input": x.numpy()})]
+        with torch.no_grad():
+            d = _diff(got, _flat(model(x)))
+            worst = d if not d[1] <= worst[1] else worst  # a NaN is the worst
+    check = ExportCheck("onnx", path, f"opset {OPSET}, batch axis dynamic; onnxruntime vs torch at batch 2 and 3",
+                        *worst, TOLERANCE["onnx"])
+    return _passed(check, path, buf.getvalue())
+
+
+def _passed(check: ExportCheck, path: Path, blob: bytes) -> ExportCheck:
+    if not check.passed:
+        raise InputError(f"export check failed: max rel diff {check.max_rel:.3g} is above the tolerance "
+                           f"{check.tolerance:g}; {path} not written")
+    _write(path, blob)
+    return check
+
+
+def export(model: nn.Module, spec: ResNetSpec, fmt: str, path: str | Path, size: int, seed: int) -> ExportCheck:
+    """Serialise `model` (in eval mode, on the CPU) as `fmt`, check the bytes loaded back, write them atomically."""
+    path = Path(path)
+    model = model.cpu().eval()
+    exporters = {"state_dict": lambda: export_state_dict(model, path),
+                 "safetensors": lambda: export_safetensors(model, spec, path),
+                 "torchscript": lambda: export_torchscript(model, spec, path, size, seed),
+                 "onnx": lambda: export_onnx(model, spec, path, size, seed)}
+    if fmt not in exporters:
+        raise InputError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
+    try:
+        return exporters[fmt]()
+    except (InputError, OutputError):
+        raise
+    except Exception as e:  # the exporter's own failure (a graph it cannot trace, ONNX's 2 GB protobuf limit)
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise InputError(f"{fmt} export failed, {path} not written: {type(e).__name__}: {first}") from None

@@ -1,0 +1,193 @@
+"""Write the spec of an existing torchvision or timm ResNet by reading its module structure.
+
+Nothing is looked up by model name: the stem, every block's type, widths, groups, strides,
+dilations, shortcut and attention are read off the instantiated modules. The spec found is then
+built on the meta device and checked module by module against the reference, so a structure the
+spec language cannot express is refused with the name of the module that does not fit.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from torch import nn
+from torch.nn.modules.utils import _pair
+
+from .compare import Reference, key_diff
+from .structure import STEM_NAMES, Reader, Unfit, is_norm, norm_fields, unfit
+from ..spec.yamlwrite import to_yaml
+
+
+def _mode(values: list) -> object:
+    """The most common value (the first seen on a tie); values may be dicts."""
+    counts = Counter(json.dumps(v, sort_keys=True) for v in values)
+    best = max(counts.values())
+    return next(v for v in values if counts[json.dumps(v, sort_keys=True)] == best)
+
+
+def _consolidate(fields: list[dict]) -> dict:
+    """Per field, the most common value among the blocks that show it."""
+    keys = dict.fromkeys(k for f in fields for k in f)
+    return {k: _mode([f[k] for f in fields if k in f]) for k in keys}
+
+
+def _default_block(kind: str) -> dict:
+    from ..spec.schema import defaults
+    return {**defaults("block"), "attention": {"type": "none"}, "type": kind}
+
+
+def _stages(r: Reader, names: list[str], read: list[list[tuple[dict, dict]]], top: dict) -> list[dict]:
+    stages = []
+    for si, (name, blocks) in enumerate(zip(names, read)):
+        g0 = blocks[0][1]
+        for j, (_, g) in enumerate(blocks):
+            if g["channels"] != g0["channels"]:
+                raise r.unfit(f"{name}.{j}", f"its width {g['channels']} differs from its stage's {g0['channels']}")
+        # A bottleneck shows its stage's dilation only from its second block on, else in the next stage's first.
+        later = [g["dilation"] for _, g in blocks if g["dilation"]] + [g["first_dilation"] for _, g in blocks[1:]]
+        if not later and si + 1 < len(read):
+            later = [read[si + 1][0][1]["first_dilation"]]
+        stage = {"channels": g0["channels"], "blocks": len(blocks), "stride": g0["stride"]}
+        if later and later[0] != 1:
+            stage["dilation"] = later[0]
+        mode = _consolidate([f for f, _ in blocks])
+        own = {k: v for k, v in mode.items() if top.get(k) != v}
+        if own:
+            stage["block"] = own
+        effective = {**top, **own}
+        overrides = [{"index": j, "block": diff} for j, (f, _) in enumerate(blocks)
+                     if (diff := {k: v for k, v in f.items() if effective.get(k) != v})]
+        if overrides:
+            stage["overrides"] = overrides
+        stages.append(stage)
+    return stages
+
+
+def spec_data(ref: Reference, model: nn.Module) -> dict:
+    """The spec data that describes `model`, read from its modules."""
+    from ..spec.schema import defaults
+    r = Reader(ref, model)
+    names = []
+    while isinstance(getattr(model, f"layer{len(names) + 1}", None), nn.Sequential):
+        names.append(f"layer{len(names) + 1}")
+    for child, _ in model.named_children():
+        if child not in STEM_NAMES and child not in names:
+            raise r.unfit(child, "a ResNet has a stem (conv1, bn1, maxpool), stages layer1..N and a head (fc)")
+    if not names:
+        raise unfit(ref, "layer1", None, "a ResNet's stages are modules named layer1, layer2, ...")
+    stem, in_channels, stem_aa = r.stem()
+    activation = r.activation("act1" if hasattr(model, "act1") else "relu")
+    read = [[r.block(f"{s}.{j}") for j in range(len(model.get_submodule(s)))] for s in names]
+    for n, m in model.named_modules():  # one activation everywhere: the spec has a single `activation`
+        if n.startswith("layer") and n.rpartition(".")[2] in ("act1", "act2", "act3", "relu") \
+                and r.activation(n) != activation:
+            raise r.unfit(n, f"every activation must be the stem's ({activation})")
+    aa_kinds = {stem_aa} | {g["aa"] for blocks in read for _, g in blocks}
+    if len(aa_kinds - {"none"}) > 1:
+        raise r.unfit("maxpool", "it mixes blur and average-pool anti-aliasing")
+    norms = [(n, m) for n, m in model.named_modules() if is_norm(m)]
+    norm = norm_fields(norms[0][1]) if norms else {}
+    for n, m in norms:
+        if norm_fields(m) != norm:
+            raise r.unfit(n, f"every norm must be configured alike, and this one differs from {norms[0][0]}")
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Linear):
+        raise unfit(ref, "fc", fc, "the head must be a global average pool and a Linear classifier named fc")
+    pool = getattr(model, "global_pool", None)
+    if pool is not None and getattr(pool, "pool_type", "avg") != "avg":
+        raise r.unfit("global_pool", "the head pools by global average only")
+
+    fields = [f for blocks in read for f, _ in blocks]
+    top = _consolidate(fields)
+    data: dict = {"spec_version": 1, "name": ref.name,
+                  "description": f"{ref}, read from its module structure by resnet-spec import"}
+    if in_channels != 3:
+        data["input"] = {"channels": in_channels}
+    data["stem"] = stem
+    base = _default_block(top["type"])
+    data["block"] = {"type": top["type"], **{k: v for k, v in top.items() if k != "type" and base.get(k) != v}}
+    # Fields the consolidated top-level block leaves at their defaults are compared against those defaults.
+    data["stages"] = _stages(r, names, read, {**base, **data["block"]})
+    head: dict = {"num_classes": fc.out_features}
+    if float(getattr(model, "drop_rate", 0.0) or 0.0) > 0:
+        head["dropout"] = float(model.drop_rate)
+    data["head"] = head
+    if norm and {**defaults("norm"), **norm} != defaults("norm"):
+        data["norm"] = norm
+    if activation != "relu":
+        data["activation"] = activation
+    if aa_kinds - {"none"}:
+        data["anti_alias"] = (aa_kinds - {"none"}).pop()
+    if _zero_init(model, names):
+        data["zero_init_residual"] = True
+    last_drop = read[-1][-1][1]["drop_path"]
+    if last_drop > 0:
+        data["drop_path_rate"] = last_drop
+    return data
+
+
+def _zero_init(model: nn.Module, stages: list[str]) -> bool:
+    """Whether every block's last norm weight is zero: the reference's zero_init_residual (timm's zero_init_last)."""
+    lasts = []
+    for s in stages:
+        for b in model.get_submodule(s):
+            n = getattr(b, "bn3", None) or getattr(b, "bn2", None)
+            if n is None or getattr(n, "weight", None) is None or n.weight.is_meta:
+                return False
+            lasts.append(n.weight)
+    return bool(lasts) and all(not w.any() for w in lasts)
+
+
+def _signature(m: nn.Module) -> tuple | None:
+    """What a module computes, for the modules that carry weights or change the resolution."""
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return ("conv", m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+                m.bias is not None)
+    if isinstance(m, nn.Linear):
+        return ("linear", m.in_features, m.out_features, m.bias is not None)
+    if is_norm(m):
+        return ("norm", tuple(sorted(norm_fields(m).items())), m.affine)
+    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+        return (type(m).__name__, _pair(m.kernel_size), _pair(m.stride), _pair(m.padding), m.ceil_mode)
+    if type(m).__name__ == "BlurPool2d":
+        return ("blur", _pair(m.stride)[0])
+    return None
+
+
+def check_fit(ref: Reference, model: nn.Module, data: dict) -> None:
+    """Build `data` on the meta device and refuse it, naming a module, unless it matches `model` module by module."""
+    from ..spec import rules, schema
+    from ..model.analysis import meta_model
+    from ..spec.resolve import Resolved
+    from ..spec.types import from_data
+    res = Resolved(str(ref), data, {}, {}, {}, [str(ref)])
+    errors = schema.check(res)
+    spec = from_data(data, ref.name) if not errors else None
+    errors = errors or rules.check(spec, res)
+    if errors:
+        raise Unfit(f"{ref}: the spec read from its modules is invalid: {errors[0].path}: {errors[0].message}")
+    ours = meta_model(spec)
+    keys = key_diff(ours.state_dict(), model.state_dict())
+    for key, *shapes in keys.missing + keys.extra + keys.mismatched:
+        module = key.rpartition(".")[0]
+        found = dict(model.named_modules()).get(module)
+        raise unfit(ref, module, found, f"the nearest spec builds another state_dict there ({key}: "
+                                         + " vs ".join("x".join(map(str, s)) for s in shapes) + ")")
+    theirs, mine = dict(model.named_modules()), dict(ours.named_modules())
+    for name in list(theirs) + [n for n in mine if n not in theirs]:
+        a, b = _signature(theirs[name]) if name in theirs else None, _signature(mine[name]) if name in mine else None
+        if a != b and (a is not None or b is not None):
+            built = repr(mine[name]) if name in mine else "nothing"
+            raise unfit(ref, name, theirs.get(name), f"the nearest spec builds {built} there")
+
+
+def import_model(ref: Reference, model: nn.Module) -> tuple[dict, str]:
+    """The spec data of `model`, checked to build the same structure, and its YAML text."""
+    data = spec_data(ref, model)
+    check_fit(ref, model, data)
+    n = sum(s["blocks"] for s in data["stages"])
+    params = sum(p.numel() for p in model.parameters())
+    comment = (f"{ref.name} ({ref}), written by `resnet-spec import {ref}` from the model's module structure.\n"
+               f"{data['block']['type']} blocks {[s['blocks'] for s in data['stages']]} ({n} in all), "
+               f"{params:,} parameters.")
+    return data, to_yaml(data, comment)

@@ -1,0 +1,130 @@
+"""Using a trained checkpoint: load it with its classes, predict images in batches, evaluate on a class folder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import data, metrics
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A model ready for inference, with the class names and input size it was trained with."""
+
+    model: nn.Module
+    classes: tuple[str, ...]
+    image_size: int
+    name: str
+
+
+def load_trained(path: str | Path, device: torch.device, image_size: int | None = None) -> Trained:
+    """Build a checkpoint's model from its embedded spec and load its weights strictly; mismatches are CommandErrors."""
+    from ..model.checkpoint import load_file, spec_from_checkpoint
+    from ..model.factory import build_model
+    obj = load_file(path)
+    spec = spec_from_checkpoint(obj, path)
+    state = obj.get("state_dict")
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: no state_dict in the checkpoint")
+    if spec.features is not None or spec.head is None:
+        raise InputError(f"{path}: its spec '{spec.name}' has no classifier head, so it cannot predict classes")
+    classes = obj.get("classes")
+    if classes is None:  # e.g. `resnet-spec build --out`: classes are known only by index
+        classes = [str(i) for i in range(spec.head.num_classes)]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"{path}: 'classes' must be a list of class names")
+    if len(classes) != spec.head.num_classes:
+        raise InputError(f"{path}: {len(classes)} class names but the spec's head has {spec.head.num_classes} outputs")
+    if len(set(classes)) != len(classes):
+        raise InputError(f"{path}: class names repeat")
+    try:  # init="none": a meta-device build that takes the checkpoint's tensors without a random init first
+        model = build_model(spec, init="none", weights=state)
+    except (RuntimeError, ValueError) as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:4])
+        raise InputError(f"{path}: weights do not match the embedded spec '{spec.name}' ({detail[:300]})") from None
+    config = obj.get("train_config") if isinstance(obj.get("train_config"), dict) else {}
+    size = image_size or int(config.get("image_size") or spec.input_size)
+    return Trained(model.to(device).eval(), tuple(classes), size, spec.name)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k classes of one image, most probable first."""
+
+    image: str
+    top: tuple[tuple[str, int, float], ...]  # (class name, class index, probability)
+
+
+@torch.no_grad()
+def predict(trained: Trained, images: list[str], topk: int, batch_size: int, device: torch.device,
+            on_bad=None) -> list[Prediction]:
+    """Top-k predictions for each readable image; each unreadable one is passed to on_bad('path: reason') and skipped."""
+    _, tf = data.transforms(trained.image_size)
+    ds = data.ImageList(tuple((p, -1) for p in images), tf)
+    k = min(topk, len(trained.classes))
+    out: list[Prediction] = []
+    for start in range(0, len(ds), batch_size):
+        batch = [ds[i] + (images[i],) for i in range(start, min(start + batch_size, len(ds)))]
+        good = [(x, path) for x, _, bad, path in batch if not bad]
+        for _, _, bad, _ in batch:
+            if bad and on_bad is not None:
+                on_bad(bad)
+        if not good:
+            continue
+        probs = trained.model(data.normalize(torch.stack([x for x, _ in good]), device)).float().softmax(dim=1)
+        values, indices = probs.topk(k, dim=1)
+        for (_, path), vs, ix in zip(good, values.tolist(), indices.tolist()):
+            out.append(Prediction(path, tuple((trained.classes[i], i, v) for v, i in zip(vs, ix))))
+    return out
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Accuracy on a labelled folder: overall top-1/top-5, per class, and the confusion matrix (true x predicted)."""
+
+    images: int
+    skipped: int
+    top1: float
+    top5: float
+    per_class: tuple[tuple[str, int, float], ...]  # (class, images, top-1 accuracy)
+    confusion: torch.Tensor
+
+
+@torch.no_grad()
+def evaluate(trained: Trained, folder: str | Path, batch_size: int, workers: int, device: torch.device,
+             on_bad=None) -> Evaluation:
+    """Evaluate on a folder of class subfolders whose names are among the checkpoint's classes."""
+    from torch.utils.data import DataLoader
+    split = data.scan_split(folder, "evaluation")
+    unknown = [c for c in split.classes if c not in trained.classes]
+    if unknown:
+        raise InputError(f"{folder}: class folders {unknown} are not among the checkpoint's classes {list(trained.classes)}")
+    # Folder indices follow this folder's sorted names; map them to the checkpoint's indices by name.
+    remap = [trained.classes.index(c) for c in split.classes]
+    samples = tuple((p, remap[t]) for p, t in split.samples)
+    _, tf = data.transforms(trained.image_size)
+    loader = DataLoader(data.ImageList(samples, tf), batch_size=batch_size, num_workers=workers, collate_fn=data.collate)
+    n = len(trained.classes)
+    confusion = torch.zeros(n, n, dtype=torch.int64)
+    hits = torch.zeros(2, dtype=torch.float64)
+    skipped = 0
+    for images, targets, bad in loader:
+        for reason in bad:
+            if on_bad is not None:
+                on_bad(reason)
+        skipped += len(bad)
+        if len(targets) == 0:
+            continue
+        logits = trained.model(data.normalize(images, device)).float().cpu()
+        hits += metrics.topk_correct(logits, targets, (1, 5))
+        confusion += torch.bincount(targets * n + logits.argmax(dim=1), minlength=n * n).reshape(n, n)
+    seen = int(confusion.sum())
+    if seen == 0:
+        raise InputError(f"{folder}: no readable images to evaluate")
+    per_class = tuple((trained.classes[i], int(confusion[i].sum()), float(confusion[i, i] / confusion[i].sum()))
+                      for i in range(n) if confusion[i].sum() > 0)
+    return Evaluation(seen, skipped, float(hits[0] / seen), float(hits[1] / seen), per_class, confusion)

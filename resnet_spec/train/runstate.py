@@ -1,0 +1,76 @@
+"""A training run's checkpoint: everything `--resume` needs, as tensors and plain data so weights_only loading works."""
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import torch
+
+from ..model.checkpoint import FORMAT
+from ..fileio import atomic_write
+
+
+def rng_state() -> dict:
+    """Python, numpy, torch and CUDA RNG states, with numpy's and Python's arrays turned into tensors."""
+    import numpy as np
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what rng_state() captured."""
+    import numpy as np
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices) from one integer."""
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def payload(*, model: torch.nn.Module, spec_name: str, spec_data: dict, classes: tuple[str, ...], config: dict,
+            optimizer, scheduler, scaler, epoch: int, best_top1: float, history: list[dict]) -> dict:
+    """The checkpoint dict: checkpoint.py's {format, name, spec, state_dict} plus the training state."""
+    return {
+        "format": FORMAT,
+        "name": spec_name,
+        "spec": spec_data,
+        "state_dict": model.state_dict(),
+        "classes": list(classes),
+        "train_config": config,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "best_top1": best_top1,
+        "history": history,
+        "rng": rng_state(),
+    }
+
+
+def save(paths: list[Path], obj: dict) -> None:
+    """Serialise once and write each path atomically (temp file, fsync, rename)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    for p in paths:
+        atomic_write(p, lambda f: f.write(data))

@@ -50,14 +50,9 @@ def inner_width(planes: int, block: BlockSpec) -> int:
 
 def stem_sizes(spec: ResNetSpec, size: int) -> list[tuple[str, int]]:
     """Spatial size after each stem op, for an input of `size` pixels."""
-    out = []
-    if spec.stem.type == "conv7x7":
-        size = conv_out(size, 7, 2, 3)
-    elif spec.stem.type == "cifar":
-        size = conv_out(size, 3, 1, 1)
-    else:
-        size = conv_out(size, 3, 2, 1)
-    out.append(("stem conv", size))
+    convs = spec.stem.convs
+    size = conv_out(size, convs.kernel, convs.stride, convs.padding)
+    out = [("stem conv", size)]
     if spec.stem.pool != "none":
         if spec.anti_alias == "avg":
             size = conv_out(size, 2, 2, 0)  # a stride-1 op, then a 2x2 average pool
@@ -69,7 +64,7 @@ def stem_sizes(spec: ResNetSpec, size: int) -> list[tuple[str, int]]:
 
 def stem_conv_reduction(spec: ResNetSpec) -> int:
     """Stride of the stem's convs, before its pool: the reduction of feature 0, as timm's feature_info."""
-    return 1 if spec.stem.type == "cifar" else 2
+    return spec.stem.convs.stride
 
 
 def stem_reduction(spec: ResNetSpec) -> int:

@@ -86,7 +86,7 @@ def check(spec: ResNetSpec, res: Resolved) -> list[ErrorRecord]:
                     err(("norm", "groups"), f"{norm_groups} groups do not divide the {ch} channels of "
                         f"stages[{si}]")
     if spec.stem.norm or spec.stem.pool == "conv" or spec.stem.type in ("deep", "deep_tiered"):
-        for ch in _stem_channels(spec):
+        for ch in spec.stem.convs.widths:
             if ch % norm_groups:
                 err(("norm", "groups"), f"{norm_groups} groups do not divide the stem's {ch} channels")
 
@@ -106,12 +106,3 @@ def check(spec: ResNetSpec, res: Resolved) -> list[ErrorRecord]:
             err(("input", "size"), f"a {spec.input_size}px input shrinks to nothing at {where}")
             break
     return errors
-
-
-def _stem_channels(spec: ResNetSpec) -> list[int]:
-    w = spec.stem.width
-    if spec.stem.type == "deep":
-        return [w, w, 2 * w]
-    if spec.stem.type == "deep_tiered":
-        return [3 * (w // 4), w, 2 * w]
-    return [w]

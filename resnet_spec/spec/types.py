@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .schema import defaults
+from .stem import StemConvs, stem_convs
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,12 @@ class StemSpec:
     bias: bool
 
     @property
+    def convs(self) -> StemConvs:
+        return stem_convs(self.type, self.width)
+
+    @property
     def out_channels(self) -> int:
-        return self.width * 2 if self.type in ("deep", "deep_tiered") else self.width
+        return self.convs.out_channels
 
 
 @dataclass(frozen=True)

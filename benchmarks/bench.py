@@ -87,7 +87,7 @@ def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int,
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
     """Median of a[i] / b[i]: each pair ran back to back, so slow spells cancel."""
-    return statistics.median(x / y for x, y in zip(a, b))
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def ms(ts: list[float]) -> str:
@@ -132,7 +132,8 @@ def forward_rows(name: str, s: Settings) -> list[Row]:
                 comp = build_model(spec, init="none", weights={k: v.clone() for k, v in sd.items()},
                                    optimize="inference", compile=True)
                 y_comp = comp(x)
-                notes["compile"] = f"compiled in {time.perf_counter() - t0:.0f} s; max rel. diff {rel_diff(y_comp, y_ref):.1e}"
+                notes["compile"] = (f"compiled in {time.perf_counter() - t0:.0f} s; "
+                                    f"max rel. diff {rel_diff(y_comp, y_ref):.1e}")
                 fast["compile"] = lambda: comp(x)
             except Exception as e:  # a missing C++ toolchain must not hide the other rows
                 notes["compile"] = f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
@@ -147,14 +148,15 @@ def forward_rows(name: str, s: Settings) -> list[Row]:
     rows = [
         Row("eager forward", name, ms(times["ours"]), ms(times["ref"]), f"{eager:.3f}", "0.98-1.02 (time ratio)",
             0.98 <= eager <= 1.02 and same, "outputs bit-identical" if same else "OUTPUTS DIFFER"),
-        Row("optimized (BN fold + channels_last)", name, ms(fast_times["opt"]), ms(fast_times["ref"]), f"{opt_speed:.2f}x",
+        Row("optimized (BN fold + channels_last)", name, ms(fast_times["opt"]), ms(fast_times["ref"]),
+            f"{opt_speed:.2f}x",
             ">= 1.20x faster, rel. diff <= 1e-4", opt_speed >= 1.20 and opt_diff <= 1e-4,
             f"max rel. diff {opt_diff:.1e}"),
     ]
     if "compile" in fast:
         speed = paired_ratio(fast_times["ref"], fast_times["compile"])
-        rows.append(Row("optimized + torch.compile", name, ms(fast_times["compile"]), ms(fast_times["ref"]), f"{speed:.2f}x",
-                        "reported", None, notes["compile"]))
+        rows.append(Row("optimized + torch.compile", name, ms(fast_times["compile"]), ms(fast_times["ref"]),
+                        f"{speed:.2f}x", "reported", None, notes["compile"]))
     elif "compile" in notes:
         rows.append(Row("optimized + torch.compile", name, "-", ms(fast_times["ref"]), "-", "reported", None,
                         notes["compile"]))
@@ -411,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         add("training loop", lambda: [training_row(s)])
     missed = [r for r in rows if r.ok is False]
     env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ)
-    command = (env + " " if env else "") + "python benchmarks/bench.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    given = argv if argv is not None else sys.argv[1:]
+    command = (env + " " if env else "") + "python benchmarks/bench.py" + "".join(f" {a}" for a in given)
     text = (f"# resnet-spec benchmark\n\nCommand: `{command}`  \n" + "  \n".join(header)
             + f"  \nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n\n"
             + f"CPU rows: batch {s.batch}, {s.size}x{s.size}, fp32, torch.inference_mode, {args.clock} clock; "

@@ -76,9 +76,9 @@ def interleaved(checkpoint: Path, args, steps: int) -> tuple[list[float], list[f
     Taken side by side they share the machine's load, so their ratios hold on a busy machine; the third, with
     data preparation out of the picture, is the loop's own bookkeeping.
     """
+    from resnet_spec.model.checkpoint import load_file, spec_from_checkpoint
     from resnet_spec.train import data, distributed
     from resnet_spec.train import loop as train
-    from resnet_spec.model.checkpoint import load_file, spec_from_checkpoint
     obj = load_file(checkpoint)
     cfg = train.TrainConfig(**obj["train_config"])
     train_split, val_split = data.scan_dataset(cfg.data)
@@ -156,11 +156,11 @@ def main() -> int:
 
     def overhead(a: list[float], b: list[float]) -> float:
         # Each pair ran back to back under the same load: the median of the pairs' ratios is the robust figure.
-        return 1 - statistics.median(x / y for x, y in zip(a, b))
+        return 1 - statistics.median(x / y for x, y in zip(a, b, strict=True))
 
     def pairs(a: list[float], b: list[float]) -> str:
         return (f"{statistics.median(a):.0f} vs raw {statistics.median(b):.0f} images/s"
-                f" (pairs: {', '.join(f'{x:.0f}/{y:.0f}' for x, y in zip(a, b))})")
+                f" (pairs: {', '.join(f'{x:.0f}/{y:.0f}' for x, y in zip(a, b, strict=True))})")
     goal = overhead(loop_i, raw_i)
     print(f"loop overhead: {100 * goal:.1f}% (target < 10%): the training loop with its data path against the raw loop,"
           f" alternating one epoch each for {ROUNDS} rounds, median of the pairs' ratios")
@@ -169,10 +169,12 @@ def main() -> int:
           f" {pairs(bare_i, raw_i)}")
     steady = rows[1:] or rows
     wait = statistics.median(float(r["data_wait_s"]) / float(r["train_s"]) for r in steady)
-    print(f"  of the training run's time, waiting for data (the loader, or the batch-wise crop in memory): {100 * wait:.1f}%")
+    print(f"  of the training run's time, waiting for data (the loader, or the batch-wise crop in memory):"
+          f" {100 * wait:.1f}%")
     # Not side by side, so the machine's drift between the timings shows in it: a cross-check, not the measure.
     print(f"the training run itself: {loop:.0f} images/s (median of epochs 2..{len(rows)}) against raw {raw_median:.0f}"
-          f" images/s timed before and after it (min {min(raw):.0f}, max {max(raw):.0f}): {100 * (1 - loop / raw_median):.1f}%")
+          f" images/s timed before and after it (min {min(raw):.0f}, max {max(raw):.0f}):"
+          f" {100 * (1 - loop / raw_median):.1f}%")
     return 0 if best >= 0.97 and goal < 0.10 else 1
 
 

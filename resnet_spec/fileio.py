@@ -26,8 +26,8 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call write(f) on a temp file beside `path`, then rename it over `path`.
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call write(f) on a temp file beside `path` (its result is ignored), then rename it over `path`.
 
     A failure at any point leaves `path` as it was (absent, or the old file) and no temp file,
     and is raised as OutputError. torch.save itself is not atomic (pytorch#2883).

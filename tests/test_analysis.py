@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from resnet_spec.model.analysis import analyse, totals
 from resnet_spec.api import load_spec
+from resnet_spec.model.analysis import analyse, totals
 
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
+
 SECTIONS = ("validate (subprocess)", "build to load weights", "build with random init", "eager forward",
             "optimized (BN fold + channels_last)", "optimized + torch.compile", "training loop (in-memory data)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import SPECS
+from helpers import SPECS
 from resnet_spec import build_model, load_spec
 from resnet_spec.model.analysis import analyse
 

@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from conftest import DATA, SPECS
+from helpers import DATA, SPECS
 from resnet_spec.model.checkpoint import load_file, spec_from_checkpoint
 
 
@@ -70,7 +70,8 @@ def test_bad_usage_exits_2_and_bad_input_exits_1(cli, tmp_path):
         code, _, err = cli(["build", "resnet18", "--device", "cuda", "--input-size", "32"])
         assert code == 1 and "no CUDA device" in err
     code, _, err = cli(["build", "resnt34"])
-    assert code == 1 and err.strip() == "resnt34: no such file, and no shipped spec by that name; did you mean 'resnet34'?"
+    assert code == 1 and err.strip() == ("resnt34: no such file, and no shipped spec by that name;"
+                                         " did you mean 'resnet34'?")
 
 
 def test_list_and_schema(cli):

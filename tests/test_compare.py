@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import SPECS
+from helpers import SPECS
 from resnet_spec.tools.compare import key_diff
 
 

@@ -5,9 +5,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import SPECS
-from resnet_spec.model.analysis import analyse
+from helpers import SPECS
 from resnet_spec.api import load_spec
+from resnet_spec.model.analysis import analyse
 from resnet_spec.tools.diagram import render_svg
 
 NS = {"svg": "http://www.w3.org/2000/svg"}

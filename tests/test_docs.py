@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
+
 SCHEMA = json.loads((ROOT / "schemas" / "resnet-spec.schema.json").read_text())
 # docs/variants.md's field-reference headings, and the schema object each one documents.
 SECTIONS = {"`stem`": "stem", "`block`": "block", "`stages[i]`": "stage", "Top level": None}

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from helpers import cli_choices
 from resnet_spec.model.factory import build_model
 
 SPEC = "resnet10"
@@ -144,6 +145,22 @@ def test_an_exporter_failure_is_one_line(cli, tmp_path, monkeypatch):
 
 
 def test_cli_format_choices_are_the_exporters():
-    from resnet_spec.tools import export
     from resnet_spec.cli import export as command
+    from resnet_spec.tools import export
     assert command.FORMATS == export.FORMATS
+
+
+def test_cli_format_choices_are_the_exporters_table():
+    from resnet_spec.tools.export import EXPORTERS
+    assert cli_choices("export", "--format") == tuple(EXPORTERS)
+    assert set(EXPORTERS) == {"torchscript", "onnx", "safetensors", "state_dict"}
+
+
+def test_an_unknown_format_is_refused_before_anything_is_written(tmp_path):
+    from resnet_spec.api import load_spec
+    from resnet_spec.tools.export import export
+    out = tmp_path / "m.keras"
+    with pytest.raises(ValueError, match="unknown export format 'keras'; known: onnx, safetensors, state_dict, "
+                                         "torchscript"):
+        export(_seeded(), load_spec(SPEC), "keras", out, SIZE, 0)
+    assert not out.exists()

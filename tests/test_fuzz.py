@@ -26,7 +26,7 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import SPECS
+from helpers import SPECS
 from resnet_spec.errors import SpecError
 from resnet_spec.spec.schema import _validator, load_schema
 from resnet_spec.spec.yamlio import dump_yaml, load_yaml
@@ -43,7 +43,8 @@ UNDERSTOOD = {"$schema", "$id", "$defs", "$ref", "title", "description", "defaul
 # Upper bounds that keep a drawn network small: (where in $defs, or "" for the top, property, keyword, bound).
 SMALL = [("", "stages", "maxItems", 3), ("stage", "channels", "maximum", 16), ("stage", "blocks", "maximum", 2),
          ("stage", "dilation", "maximum", 3), ("stage", "overrides", "maxItems", 2), ("input", "size", "maximum", 48),
-         ("stem", "width", "maximum", 16), ("block", "groups", "maximum", 4), ("block", "width_per_group", "maximum", 128),
+         ("stem", "width", "maximum", 16), ("block", "groups", "maximum", 4),
+         ("block", "width_per_group", "maximum", 128),
          ("block", "expansion", "maximum", 4), ("norm", "groups", "maximum", 8), ("head", "num_classes", "maximum", 10),
          ("", "name", "maxLength", 12), ("", "description", "maxLength", 12)]
 
@@ -156,8 +157,8 @@ def spec_data(draw) -> dict:
 
 def _check_spec(path: Path) -> str:
     """Load, build and run the spec at path; 'refused' or 'built'. Any exception but SpecError escapes."""
-    from resnet_spec.model.analysis import analyse
     from resnet_spec.api import load_spec
+    from resnet_spec.model.analysis import analyse
     from resnet_spec.model.factory import build_model
     try:
         spec = load_spec(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DATA, TINY, no_traceback, run_isolated
+from helpers import DATA, TINY, no_traceback, run_isolated
 
 HOSTILE = DATA / "hostile"
 CASES = sorted(p.stem for p in HOSTILE.glob("*.expected"))
@@ -222,7 +222,8 @@ def test_cost_caps_are_flags(cli, monkeypatch, tmp_path):
     assert code == 1 and err == ("resnet-spec build: error: tiny: the 1000000000000x3x16x16 input alone needs "
                                  "2,929,687,500.0 MB, more than the cap of 16,384 MB (--max-activation-mb raises it)\n")
     code, _, err = cli(["build", "tiny.yaml", "--max-blocks", 0])
-    assert code == 2 and err.splitlines()[-1] == "resnet-spec build: error: argument --max-blocks: must be at least 1, got 0"
+    assert code == 2 and err.splitlines()[-1] == ("resnet-spec build: error: argument --max-blocks:"
+                                                  " must be at least 1, got 0")
 
 
 def test_build_model_applies_the_caps():
@@ -238,10 +239,12 @@ FUZZ_FINDS = {
     "no_stages": "spec_version: 1\n",  # KeyError 'stages': the schema does not require it
     "duplicate_override_index": ("spec_version: 1\nstages:\n  - channels: 8\n    blocks: 1\n    overrides:\n"
                                  "      - {index: 0, block: {}}\n      - {index: 0, block: {act_before_add: true}}\n"),
-    "deep_tiered_stem_width_3": "spec_version: 1\nstem: {type: deep_tiered, width: 3}\nstages: [{channels: 8, blocks: 1}]\n",
+    "deep_tiered_stem_width_3": ("spec_version: 1\nstem: {type: deep_tiered, width: 3}\n"
+                                 "stages: [{channels: 8, blocks: 1}]\n"),
     "stride_3_conv_shortcut": "spec_version: 1\nstages: [{channels: 8, blocks: 1, stride: 3}]\n",
     # OverflowError: ECA's kernel size int(|log2(c) + beta| / gamma) is infinite for the smallest positive gamma
-    "eca_gamma_tiny": "spec_version: 1\nblock: {attention: {type: eca, gamma: 5.0e-324}}\nstages: [{channels: 8, blocks: 1}]\n",
+    "eca_gamma_tiny": ("spec_version: 1\nblock: {attention: {type: eca, gamma: 5.0e-324}}\n"
+                       "stages: [{channels: 8, blocks: 1}]\n"),
 }
 
 

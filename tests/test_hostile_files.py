@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, no_traceback, run_isolated
+from helpers import TINY, no_traceback, run_isolated
 
 # Checkpoints and weights, through `build --weights` (and `predict`, which loads checkpoints too).
 
@@ -45,7 +45,8 @@ def test_malicious_checkpoint_runs_nothing(cli, tiny, how):
     code, _, err = cli(["build", "tiny.yaml", "--weights", "evil.pt"])
     assert code == 1
     assert err.splitlines()[-1] == ("resnet-spec build: error: evil.pt: refused: it asks for the Python object "
-                                    "posix.system; only tensors and plain data are loaded, and nothing in the file was run")
+                                    "posix.system; only tensors and plain data are loaded, "
+                                    "and nothing in the file was run")
     code, _, err = cli(["predict", "evil.pt", "any.png"])
     assert code == 1 and "evil.pt: refused: it asks for the Python object posix.system" in err
     assert not marker.exists()
@@ -118,7 +119,8 @@ def test_safetensors_weights_load_and_bad_ones_are_refused(cli, tiny):
     del sd["fc.bias"]
     safetensors_torch.save_file(sd, tiny / "short.safetensors")
     prefix = "resnet-spec build: error: "
-    assert _weights_error(cli, "cut.safetensors") == (1, prefix + "cut.safetensors: a truncated or corrupt safetensors file")
+    assert _weights_error(cli, "cut.safetensors") == (1, prefix + "cut.safetensors: a truncated or corrupt "
+                                                             "safetensors file")
     assert _weights_error(cli, "pickle.safetensors") == (1, prefix + "pickle.safetensors: a truncated or corrupt "
                                                          "safetensors file")
     assert _weights_error(cli, "short.safetensors") == (1, prefix + "short.safetensors: weights do not fit this model: "
@@ -263,7 +265,8 @@ def test_every_checkpoint_command_refuses_bad_files_alike(cli, tiny, command):
     (tiny / "folder.pt").mkdir()
     refused = "refused: it asks for the Python object posix.system; only tensors and plain data are loaded, " \
               "and nothing in the file was run"
-    for name, why in [("evil.pt", refused), ("legacy.pt", refused), ("truncated.pt", "a truncated or corrupt checkpoint"),
+    for name, why in [("evil.pt", refused), ("legacy.pt", refused),
+                      ("truncated.pt", "a truncated or corrupt checkpoint"),
                       ("empty.pt", "empty file, not a checkpoint"), ("notes.pt", "not a torch checkpoint"),
                       ("folder.pt", "is a directory"), ("absent.pt", "no such file")]:
         code, out, err = cli([a.replace("{f}", name) for a in CHECKPOINT_COMMANDS[command]])

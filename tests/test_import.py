@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import SPECS
+from helpers import SPECS
 from resnet_spec.api import load_spec
-from resnet_spec.tools.compare import Reference, compare_to_model, randomise_norms_, reference_model
 from resnet_spec.model.factory import build_model
+from resnet_spec.tools.compare import Reference, compare_to_model, randomise_norms_, reference_model
 from resnet_spec.tools.importer import import_model
 
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -109,6 +109,7 @@ def _pool(m):
 ])
 def test_unexpressible_part_names_the_module(change, message):
     import torchvision
+
     from resnet_spec.tools.importer import Unfit
     model = torchvision.models.resnet18()
     change(model)
@@ -125,6 +126,7 @@ def test_import_out_folder_missing(cli, tmp_path):
                                    True, None, {"type": "se", "ratio": 0.25}, [1, 2]])
 def test_written_yaml_reads_back_as_the_same_value(value):
     import yaml
+
     from resnet_spec.spec.yamlwrite import flow
     assert yaml.safe_load(f"v: {flow(value)}") == {"v": value}
 

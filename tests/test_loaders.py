@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
-from resnet_spec.train import data, loaders
 from resnet_spec.errors import InputError
+from resnet_spec.train import data, loaders
 from resnet_spec.train.distributed import Dist
 from resnet_spec.train.loop import TrainConfig
 
@@ -76,9 +76,10 @@ def test_boxes_are_drawn_as_torchvision_draws_them():
     assert (x2 <= width).all() and (y2 <= height).all() and (w >= 1).all() and (h >= 1).all()
     ours = torch.stack([w * h / (height * width), w / h, x1 / width, y1 / height], 1)
     torch.manual_seed(1)
-    theirs = torch.tensor([[ww * hh / (height * width), ww / hh, j / width, i / height] for i, j, hh, ww in
-                           (RandomResizedCrop.get_params(torch.zeros(1, height, width), list(SCALE), list(loaders.RATIO))
-                            for _ in range(n))], dtype=torch.float64)
+    draws = (RandomResizedCrop.get_params(torch.zeros(1, height, width), list(SCALE), list(loaders.RATIO))
+             for _ in range(n))
+    theirs = torch.tensor([[ww * hh / (height * width), ww / hh, j / width, i / height] for i, j, hh, ww in draws],
+                          dtype=torch.float64)
     # Same distribution, different draws: means and spreads agree to within sampling error (n = 4000).
     assert torch.allclose(ours.mean(0), theirs.mean(0), atol=0.02), (ours.mean(0), theirs.mean(0))
     assert torch.allclose(ours.std(0), theirs.std(0), atol=0.02), (ours.std(0), theirs.std(0))
@@ -116,8 +117,8 @@ def test_flip_mirrors_some_images_and_leaves_the_rest():
     plain = loaders.BatchRandomResizedCrop(8, SCALE, hflip=False)(images)
     torch.manual_seed(5)
     flipped = loaders.BatchRandomResizedCrop(8, SCALE, hflip=True)(images)  # same boxes: they are drawn first
-    mirrored = [not torch.equal(a, b) for a, b in zip(plain, flipped)]
-    for a, b, m in zip(plain, flipped, mirrored):
+    mirrored = [not torch.equal(a, b) for a, b in zip(plain, flipped, strict=True)]
+    for a, b, m in zip(plain, flipped, mirrored, strict=True):
         assert torch.equal(b, a.flip(2) if m else a)
     assert 16 < sum(mirrored) < 48
 

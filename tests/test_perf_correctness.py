@@ -11,11 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import SPECS
 from resnet_spec import build_model, load_spec
 from resnet_spec.model.factory import materialize_buffers
 from resnet_spec.model.optimize import conv_bn_pairs
-
-from conftest import SPECS
 
 # The fold reorders fp32 multiply-adds; measured max relative differences are about 1e-6.
 FOLD_RTOL = 1e-4

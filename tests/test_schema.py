@@ -6,7 +6,7 @@ import json
 import pytest
 from jsonschema import Draft202012Validator
 
-from conftest import DATA, ROOT, SPECS
+from helpers import DATA, ROOT, SPECS
 from resnet_spec import SpecError, load_spec, validate
 from resnet_spec.spec.schema import load_schema
 

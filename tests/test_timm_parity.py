@@ -5,38 +5,19 @@ a strict load of timm's state_dict, and bit-equal eval-mode outputs with every w
 """
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
+from helpers import random_state, require_timm
 from resnet_spec import build_model
 
-timm = pytest.importorskip("timm")
+timm = require_timm()
 
 # Shipped specs named after the timm.create_model() entry point they reproduce.
 TIMM_SPECS = [
     "resnet18d", "resnet26d", "resnet50c", "resnet50d", "resnet50s", "resnet50t", "seresnet50",
     "ecaresnet50d", "resnext50d_32x4d", "seresnext50_32x4d", "resnet50_gn", "resnetblur50", "resnetaa50d",
 ]
-
-
-def random_state(reference: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Every float tensor of reference's state_dict redrawn: conv/linear weights at He scale (so a
-    50-layer net stays finite), norm weights and running variances in [0.5, 1.5), biases and running
-    means in [-0.1, 0.1). Zero-initialised last norms and unit BN statistics would hide mistakes."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, v in reference.state_dict().items():
-        if not v.is_floating_point():
-            out[key] = v  # num_batches_tracked
-        elif v.ndim >= 2:
-            out[key] = torch.randn(v.shape, generator=g) * math.sqrt(2.0 / (v[0].numel()))
-        elif key.endswith(("weight", "running_var")):
-            out[key] = torch.rand(v.shape, generator=g) + 0.5
-        else:
-            out[key] = (torch.rand(v.shape, generator=g) - 0.5) * 0.2
-    return out
 
 
 @pytest.mark.parametrize("name", TIMM_SPECS)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, SPECS
+from helpers import ROOT, SPECS, cli_choices
 
 SPEC = SPECS / "resnet10_cifar.yaml"
 PER_CLASS = 15  # 12 train + 3 val images per digit: 120 / 30, a one-second epoch
@@ -191,7 +191,8 @@ def test_classes_come_from_data_with_sgd_bf16_and_channels_last(digits, tmp_path
             shutil.rmtree(data / split / str(d))
     run = tmp_path / "run"
     code, out, err = cli(["train", SPEC, "--data", data, "--out", run, "--epochs", 1, *FAST,
-                          "--amp", "bf16", "--channels-last", "--optimizer", "sgd", "--lr", "0.05", "--schedule", "step"])
+                          "--amp", "bf16", "--channels-last", "--optimizer", "sgd", "--lr", "0.05",
+                          "--schedule", "step"])
     assert code == 0, err
     ck = _load(run / "last.pt")
     assert "momentum_buffer" in ck["optimizer"]["state"][0] and ck["train_config"]["amp"] == "bf16"
@@ -229,7 +230,8 @@ def test_predict_and_evaluate(digits, straight, tmp_path, cli):
         probs = [t["probability"] for t in r["top"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
     plot = tmp_path / "cm.png"
-    code, out, err = cli(["evaluate", straight / "best.pt", "--data", digits / "val", "--confusion", plot, "--format", "json"])
+    code, out, err = cli(["evaluate", straight / "best.pt", "--data", digits / "val", "--confusion", plot,
+                          "--format", "json"])
     assert code == 0, err
     ev = json.loads(out)
     assert ev["images"] == 30 and sum(map(sum, ev["confusion"])) == 30
@@ -321,6 +323,33 @@ def test_refusals(straight, digits, tmp_path, cli):
     assert code == 1 and "no such run folder" in err
     code, out, err = cli(["train", "--resume", straight])  # already at --epochs 2: nothing left to do
     assert code == 0 and _load(straight / "last.pt")["epoch"] == 2
+
+
+def test_optimizers_are_one_table_and_the_cli_offers_it():
+    from resnet_spec.train.loop import TrainConfig, make_optimizer
+    from resnet_spec.train.optimizers import OPTIMIZERS
+    assert cli_choices("train", "--optimizer") == tuple(OPTIMIZERS)
+    model = torch.nn.Linear(2, 2)
+    made = {name: type(make_optimizer(model, TrainConfig(spec="s", data="d", out="o", optimizer=name)))
+            for name in OPTIMIZERS}
+    assert made == {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+
+
+def test_an_unknown_optimizer_is_an_error_not_adam():
+    from resnet_spec.train.loop import TrainConfig, make_optimizer
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'; known: adam, adamw, sgd"):
+        make_optimizer(torch.nn.Linear(2, 2), TrainConfig(spec="s", data="d", out="o", optimizer="lion"))
+
+
+def test_resuming_a_run_with_an_unknown_optimizer_is_refused(straight, tmp_path, cli):
+    run = tmp_path / "run"
+    run.mkdir()
+    ck = _load(straight / "last.pt")
+    ck["train_config"]["optimizer"] = "lion"
+    torch.save(ck, run / "last.pt")
+    code, _, err = cli(["train", "--resume", run])
+    assert code == 1 and "unreadable training settings (unknown optimizer 'lion'" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_lr_schedule():

@@ -8,10 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet50 as tv_resnet50
 
+from helpers import random_state, require_timm
 from resnet_spec import build_model, load_spec, validate
 from resnet_spec.model.analysis import meta_model
 from resnet_spec.model.layers import DropPath, EfficientChannelAttention, PadShortcut, SqueezeExcite
-from test_timm_parity import random_state, timm
+
+timm = require_timm()
 
 
 def write_spec(tmp_path, text: str, name: str = "variant") -> str:
@@ -30,7 +32,7 @@ def same_outputs(ours: nn.Module, ref: nn.Module, size: int = 64, channels: int 
         got, want = ours.eval()(x), ref.eval()(x)
     if isinstance(want, list):
         assert [t.shape for t in got] == [t.shape for t in want]
-        assert all(torch.equal(a, b) for a, b in zip(got, want))
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
     else:
         assert torch.isfinite(want).all() and want.std() > 0
         assert torch.equal(got, want)
@@ -161,7 +163,7 @@ def test_features_match_feature_info(tmp_path, base, features, extra, size):
         outs = model(torch.randn(1, 3, size, size))
     info = {f["index"]: f for f in model.feature_info}
     assert len(outs) == len(features)
-    for i, out in zip(features, outs):
+    for i, out in zip(features, outs, strict=True):
         c, r = info[i]["num_chs"], info[i]["reduction"]
         assert out.shape == (1, c, size // r, size // r)
     assert len(model.stage_names) == max(features)  # stages after the last requested one are not built
@@ -172,7 +174,7 @@ def test_features_are_timms_features_only(tmp_path):
     ref = timm.create_model("resnet50d", pretrained=False, features_only=True, out_indices=(0, 2, 3),
                             output_stride=16)
     assert [(f["num_chs"], f["reduction"]) for f in ours.feature_info if f["index"] in (0, 2, 3)] == \
-        list(zip(ref.feature_info.channels(), ref.feature_info.reduction()))
+        list(zip(ref.feature_info.channels(), ref.feature_info.reduction(), strict=True))
     same_outputs(ours, ref)
 
 

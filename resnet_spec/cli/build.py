@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..model.limits import Limits
 
+if TYPE_CHECKING:
+    from argparse import Namespace
 
-def register(sub) -> None:
+    import torch
+
+    from ..model.analysis import Row
+    from ..spec.types import ResNetSpec
+    from .common import Subparsers
+
+
+def register(sub: Subparsers) -> None:
     from .common import add_command, positive_int
     p = add_command(sub, "build", "Build a spec into a torch model, print its per-stage table and run a forward pass.",
                     "  resnet-spec build specs/resnet34.yaml\n"
@@ -19,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--input-size", type=positive_int, metavar="N", help="input height and width (default: the spec's)")
-    p.add_argument("--batch", type=positive_int, default=1, metavar="N", help="batch size of the forward pass (default: 1)")
+    p.add_argument("--batch", type=positive_int, default=1, metavar="N",
+                   help="batch size of the forward pass (default: 1)")
     p.add_argument("--num-classes", type=positive_int, metavar="N", help="resize the classifier to N outputs")
     p.add_argument("--out", metavar="FILE", help="save the state_dict with the resolved spec embedded")
     p.add_argument("--seed", type=int, default=0, help="random seed for the weights and input (default: 0)")
@@ -27,12 +38,15 @@ def register(sub) -> None:
     p.add_argument("--verbose", action="store_true", help="one row per block instead of per stage")
     p.add_argument("--diagram", metavar="FILE", help="also draw the network stage by stage as an SVG file")
     p.add_argument("--optimize", action="store_true",
-                   help="fold each BatchNorm into its conv and use channels_last before the forward pass (inference only)")
-    p.add_argument("--weights", metavar="CKPT", help="load this checkpoint's state_dict (strictly) before the forward pass")
+                   help="fold each BatchNorm into its conv and use channels_last before the forward pass"
+                        " (inference only)")
+    p.add_argument("--weights", metavar="CKPT",
+                   help="load this checkpoint's state_dict (strictly) before the forward pass")
     p.add_argument("--max-params", type=positive_int, default=Limits.max_params, metavar="N",
                    help=f"refuse specs with more parameters (default: {Limits.max_params:,})")
     p.add_argument("--max-activation-mb", type=positive_int, default=Limits.max_activation_mb, metavar="MB",
-                   help=f"refuse a forward pass whose layer outputs sum to more (default: {Limits.max_activation_mb:,})")
+                   help="refuse a forward pass whose layer outputs sum to more"
+                        f" (default: {Limits.max_activation_mb:,})")
     p.add_argument("--max-blocks", type=positive_int, default=Limits.max_blocks, metavar="N",
                    help=f"refuse specs with more residual blocks (default: {Limits.max_blocks:,})")
     p.set_defaults(func=run)
@@ -42,15 +56,16 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def _table(rows, total) -> str:
+def _table(rows: list[Row], total: Row) -> str:
     lines = [f"{'':<10} {'output':>18} {'params':>13} {'MMACs':>10} {'act. MB':>9}"]
     for r in rows + [total]:
         shape = "" if r is total else _fmt_shape(r.shape)
-        lines.append(f"{r.name:<10} {shape:>18} {r.params:>13,} {r.macs / 1e6:>10.1f} {r.activation_bytes / 2**20:>9.1f}")
+        lines.append(f"{r.name:<10} {shape:>18} {r.params:>13,} {r.macs / 1e6:>10.1f}"
+                     f" {r.activation_bytes / 2**20:>9.1f}")
     return "\n".join(lines)
 
 
-def run(args) -> int:
+def run(args: Namespace) -> int:
     from ..api import load_spec
     from ..spec.types import with_num_classes
     spec = load_spec(args.spec)
@@ -79,8 +94,8 @@ def run(args) -> int:
     print(f"{spec.name}: {spec.description}" if spec.description else spec.name)
     print(f"input {args.batch}x{spec.in_channels}x{size}x{size}")
     print(_table(rows, total))
-    print(f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs per image"
-          if args.batch == 1 else f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs per batch of {args.batch}")
+    per = "per image" if args.batch == 1 else f"per batch of {args.batch}"
+    print(f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs {per}")
     if args.diagram:
         _write_diagram(args.diagram, spec, list(cost.rows), size)
     if args.dry_run:
@@ -105,7 +120,8 @@ def run(args) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         ms = (time.perf_counter() - t0) * 1e3
-    shapes = ", ".join(_fmt_shape(tuple(o.shape)) for o in out) if isinstance(out, list) else _fmt_shape(tuple(out.shape))
+    outs = out if isinstance(out, list) else [out]
+    shapes = ", ".join(_fmt_shape(tuple(o.shape)) for o in outs)
     print(f"forward pass on {device}: output {shapes} in {ms:.1f} ms")
     if args.out:
         from ..model.checkpoint import save_model
@@ -114,15 +130,15 @@ def run(args) -> int:
     return 0
 
 
-def _write_diagram(path: str, spec, rows, size: int) -> None:
-    from ..tools.diagram import render_svg
+def _write_diagram(path: str, spec: ResNetSpec, rows: list[Row], size: int) -> None:
     from ..fileio import atomic_write
+    from ..tools.diagram import render_svg
     svg = render_svg(spec, rows, size).encode("utf-8")
     atomic_write(path, lambda f: f.write(svg))
     print(f"wrote {path}")
 
 
-def _device(name: str):
+def _device(name: str) -> torch.device:
     import torch
     try:
         device = torch.device(name)

@@ -4,17 +4,23 @@ from __future__ import annotations
 import argparse
 import re
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import InputError, LimitError, ResNetSpecError
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
-def add_command(sub: Any, name: str, help: str, examples: str, description: str | None = None) -> argparse.ArgumentParser:
+    # What parser.add_subparsers() returns; argparse names no public type for it.
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def add_command(sub: Subparsers, name: str, help: str, examples: str,
+                description: str | None = None) -> argparse.ArgumentParser:
     """A subcommand parser whose --help opens with `description` (default: help) and ends with examples."""
-    parser: argparse.ArgumentParser = sub.add_parser(
+    return sub.add_parser(
         name, help=help, description=textwrap.fill(description or help, 88), epilog="examples:\n" + examples + "\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    return parser
 
 
 def positive_int(text: str) -> int:

@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from ..tools.compare import KeyDiff, OutputDiff
+    from .common import Subparsers
 
 MAX_ROWS = 40  # rows of the key table shown in text; --format json lists every one
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     from .common import add_command, positive_int
     p = add_command(sub, "compare", "Prove a spec equal to a torchvision or timm model (keys, shapes, outputs).",
                     "  resnet-spec compare resnet50 --reference torchvision:resnet50\n"
@@ -23,13 +30,14 @@ def register(sub) -> None:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="float64 makes the output check exact up to rounding (default: float32)")
     p.add_argument("--input-size", type=positive_int, metavar="N", help="input height and width (default: the spec's)")
-    p.add_argument("--batch", type=positive_int, default=2, metavar="N", help="batch size of the random input (default: 2)")
+    p.add_argument("--batch", type=positive_int, default=2, metavar="N",
+                   help="batch size of the random input (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (default: 0)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Namespace) -> int:
     from ..tools.compare import parse_reference
     ref = parse_reference(args.reference)
     from ..api import load_spec
@@ -57,13 +65,12 @@ def _shape(s: tuple[int, ...] | None) -> str:
     return "-" if s is None else "x".join(map(str, s)) or "scalar"
 
 
-def _as_text(name: str, ref: str, keys, out, same: bool) -> str:
+def _as_text(name: str, ref: str, keys: KeyDiff, out: OutputDiff | None, same: bool) -> str:
     lines = [f"{name} vs {ref}",
              f"state_dict: {keys.ours} keys in the spec's model, {keys.theirs} in the reference: "
              f"{len(keys.missing)} missing, {len(keys.extra)} extra, {len(keys.mismatched)} of another shape"]
-    rows = key_table(keys)
-    if rows:
-        lines += rows
+    if out is None:  # the keys differ (compare_to_model compares outputs only when they match)
+        lines += key_table(keys)
         lines.append("outputs not compared: the reference's weights do not load strictly")
     else:
         lines.append("weights: the reference's loaded strictly (norm weights and running statistics randomised)")
@@ -78,7 +85,7 @@ def _as_text(name: str, ref: str, keys, out, same: bool) -> str:
     return "\n".join(lines)
 
 
-def key_table(keys, theirs: str = "reference") -> list[str]:
+def key_table(keys: KeyDiff, theirs: str = "reference") -> list[str]:
     """The key diff as table lines: shape mismatches first, then missing and extra keys."""
     rows = ([("shape", k, a, b) for k, a, b in keys.mismatched] + [("missing", k, None, s) for k, s in keys.missing]
             + [("extra", k, s, None) for k, s in keys.extra])
@@ -92,7 +99,7 @@ def key_table(keys, theirs: str = "reference") -> list[str]:
     return lines
 
 
-def _as_json(name: str, ref: str, keys, out, same: bool) -> dict:
+def _as_json(name: str, ref: str, keys: KeyDiff, out: OutputDiff | None, same: bool) -> dict[str, Any]:
     return {
         "spec": name, "reference": ref, "same": same,
         "keys": {"spec": keys.ours, "reference": keys.theirs,

@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from ..tools.diff import FieldChange, StageCost
+    from .common import Subparsers
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     from .common import add_command
     p = add_command(sub, "diff", "Show what changed between two specs, field by field, and its cost per stage.",
                     "  resnet-spec diff resnet50 resnext50_32x4d\n"
@@ -19,7 +26,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Namespace) -> int:
     from ..api import load_spec
     from ..tools.diff import field_changes, stage_costs
     a, b = load_spec(args.a), load_spec(args.b)
@@ -39,8 +46,8 @@ def run(args) -> int:
 
 
 def _value(v: object) -> str:
-    from ..tools.diff import ABSENT
     from ..spec.yamlwrite import flow
+    from ..tools.diff import ABSENT
     return v if v is ABSENT else flow(v)
 
 
@@ -54,7 +61,7 @@ def _change(x: int | None, y: int | None, scale: float, fmt: str) -> tuple[str, 
     return show(x), show(y), format((y - x) / scale if scale != 1 else y - x, "+" + fmt) + pct
 
 
-def _text(na: str, nb: str, changes, costs) -> str:
+def _text(na: str, nb: str, changes: list[FieldChange], costs: list[StageCost]) -> str:
     lines = [f"--- {na}", f"+++ {nb}"]
     if changes:
         width = max(len(c.path) for c in changes)

@@ -1,30 +1,39 @@
-"""resnet-spec evaluate: top-1, top-5 and per-class accuracy of a checkpoint on a class folder, with a confusion matrix."""
+"""resnet-spec evaluate: a checkpoint's top-1, top-5 and per-class accuracy on a class folder, and its confusions."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 
+if TYPE_CHECKING:
+    from argparse import Namespace
 
-def register(sub) -> None:
+    from .common import Subparsers
+
+
+def register(sub: Subparsers) -> None:
     from .common import add_command, positive_int
     p = add_command(sub, "evaluate", "Evaluate a checkpoint from `resnet-spec train` on a folder of class subfolders.",
                     "  resnet-spec evaluate runs/r18/best.pt --data flowers/val\n"
                     "  resnet-spec evaluate runs/r18/best.pt --data flowers/val --confusion cm.png --format json")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a best.pt or last.pt written by `resnet-spec train`")
     p.add_argument("--data", required=True, metavar="DIR", help="a folder of class subfolders, e.g. DATASET/val")
-    p.add_argument("--confusion", metavar="PNG", help="confusion-matrix plot (default: confusion.png beside the checkpoint)")
+    p.add_argument("--confusion", metavar="PNG",
+                   help="confusion-matrix plot (default: confusion.png beside the checkpoint)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
-    p.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="images per forward pass (default: 64)")
+    p.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
+                   help="images per forward pass (default: 64)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="data-loading processes (default: 0)")
-    p.add_argument("--image-size", type=positive_int, metavar="N", help="crop size (default: the size the model was trained at)")
+    p.add_argument("--image-size", type=positive_int, metavar="N",
+                   help="crop size (default: the size the model was trained at)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Namespace) -> int:
     from .train import require
     require("resnet-spec evaluate", ("matplotlib",))
     if args.workers < 0:
@@ -48,7 +57,8 @@ def run(args) -> int:
                           "per_class": {c: {"images": n, "top1": a} for c, n, a in ev.per_class},
                           "confusion": ev.confusion.tolist(), "confusion_png": str(plot)}, indent=2))
         return 0
-    print(f"{trained.name} on {args.data}: {ev.images} images" + (f" ({ev.skipped} unreadable, skipped)" if ev.skipped else ""))
+    skipped = f" ({ev.skipped} unreadable, skipped)" if ev.skipped else ""
+    print(f"{trained.name} on {args.data}: {ev.images} images{skipped}")
     print(f"top-1 {100 * ev.top1:.2f}%   top-5 {100 * ev.top5:.2f}%")
     width = max(len("class"), *(len(c) for c, _, _ in ev.per_class))
     print(f"{'class':<{width}}  {'images':>6}  {'top-1':>7}")

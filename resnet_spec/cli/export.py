@@ -2,15 +2,24 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
+from ..tools.export import EXPORTERS
 
-# The export formats, kept here so that `--help` needs no torch (tests/test_export.py checks they
-# equal resnet_spec.export.FORMATS).
-FORMATS = ("torchscript", "onnx", "safetensors", "state_dict")
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    import torch
+
+    from ..spec.types import ResNetSpec
+    from .common import Subparsers
+
+# The --format choices: the exporters' table (importing it imports no torch, so `--help` stays fast).
+FORMATS = tuple(EXPORTERS)
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     from .common import add_command, positive_int
     p = add_command(sub, "export", "Write a spec's model as TorchScript, ONNX, safetensors or a state_dict, checked.",
                     "  resnet-spec export resnet50 --format onnx --out resnet50.onnx --weights run/best.pt\n"
@@ -32,7 +41,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Namespace) -> int:
     from ..api import load_spec
     from ..fileio import check_writable
     from ..spec.types import with_num_classes
@@ -43,8 +52,8 @@ def run(args) -> int:
 
     import torch
 
-    from ..tools.export import export
     from ..model.factory import build_model
+    from ..tools.export import export
     if args.weights:
         model = build_model(spec, init="none", weights=_matching_weights(spec, args.weights))
     else:
@@ -63,9 +72,9 @@ def run(args) -> int:
     return 0
 
 
-def _matching_weights(spec, path: str) -> dict:
+def _matching_weights(spec: ResNetSpec, path: str) -> dict[str, torch.Tensor]:
     """The checkpoint's state_dict; a key or shape that does not match the spec is shown, then refused."""
-    from ..model.analysis import meta_model
+    from ..model.build import meta_model
     from ..tools.compare import key_diff
     from .compare import key_table
     state = _read_state_dict(path)
@@ -77,15 +86,15 @@ def _matching_weights(spec, path: str) -> dict:
     return state
 
 
-def _read_state_dict(path: str) -> dict:
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     import torch
     if path.endswith(".safetensors"):
         try:
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file as load_safetensors
         except ImportError:
             raise InputError('reading .safetensors needs safetensors: pip install "resnet-spec[export]"') from None
         try:
-            return load_file(path)
+            return load_safetensors(path)
         except Exception as e:  # a missing, truncated or foreign file: unusable input, one line
             raise InputError(f"{path}: not a loadable safetensors file ({str(e).strip()[:200]})") from None
     from ..model.checkpoint import load_file

@@ -1,8 +1,15 @@
 """resnet-spec import: write the spec of a torchvision or timm ResNet, read from its module structure."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def register(sub) -> None:
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from .common import Subparsers
+
+
+def register(sub: Subparsers) -> None:
     from .common import add_command
     p = add_command(sub, "import", "Write the spec of a torchvision or timm ResNet, read from its modules.",
                     "  resnet-spec import torchvision:resnet50\n"
@@ -18,7 +25,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Namespace) -> int:
     from ..tools.compare import parse_reference
     ref = parse_reference(args.reference)
     if args.out:

@@ -17,8 +17,9 @@ COMMANDS = ("validate", "build", "list", "schema", "compare", "diff", "export", 
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resnet-spec", description="Compile ResNet-family networks written as YAML specs.",
-                     epilog="Run `resnet-spec COMMAND --help` for a command's options and examples.")
+    parser = argparse.ArgumentParser(
+        prog="resnet-spec", description="Compile ResNet-family networks written as YAML specs.",
+        epilog="Run `resnet-spec COMMAND --help` for a command's options and examples.")
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"resnet-spec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from .common import Subparsers
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     from .common import add_command, positive_int
     p = add_command(sub, "predict", "Predict the top-k classes of images with a checkpoint from `resnet-spec train`.",
                     "  resnet-spec predict runs/r18/best.pt tulip.jpg\n"
@@ -14,13 +20,15 @@ def register(sub) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--topk", type=positive_int, default=5, metavar="K", help="classes to show per image (default: 5)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
-    p.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="images per forward pass (default: 32)")
-    p.add_argument("--image-size", type=positive_int, metavar="N", help="crop size (default: the size the model was trained at)")
+    p.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+                   help="images per forward pass (default: 32)")
+    p.add_argument("--image-size", type=positive_int, metavar="N",
+                   help="crop size (default: the size the model was trained at)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Namespace) -> int:
     from .build import _device
     device = _device(args.device)
     from ..train.predict import load_trained, predict

@@ -2,18 +2,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..registry import lookup
+from ..train.optimizers import OPTIMIZERS
+
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from ..spec.types import ResNetSpec
+    from ..train.loop import TrainConfig
+    from .common import Subparsers
 
 # Options a resumed run may change: they alter neither the maths nor the data order.
 RESUMABLE = ("epochs", "workers", "device", "data")
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     from .common import add_command, positive_int
     p = add_command(sub, "train", "Train a spec on an image folder with train/ and val/ class subfolders.",
                     "  resnet-spec train specs/resnet18.yaml --data flowers --out runs/r18 --epochs 30\n"
-                    "  resnet-spec train specs/resnet10_cifar.yaml --data digits --image-size 32 --optimizer adamw --lr 3e-3\n"
+                    "  resnet-spec train specs/resnet10_cifar.yaml --data digits --image-size 32"
+                    " --optimizer adamw --lr 3e-3\n"
                     "  resnet-spec train --resume runs/r18 --epochs 40\n"
                     "  torchrun --nproc_per_node=4 -m resnet_spec train resnet50 --data imagenet --amp bf16")
     p.add_argument("spec", nargs="?", metavar="FILE|NAME", help="a spec file or shipped spec name (not with --resume)")
@@ -24,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=positive_int, metavar="N", help="total epochs (default: 30)")
     p.add_argument("--batch-size", type=positive_int, metavar="N", help="images per step per process (default: 128)")
     p.add_argument("--workers", type=int, metavar="N", help="data-loading processes per training process (default: 4)")
-    p.add_argument("--optimizer", choices=("sgd", "adamw", "adam"), help="default: sgd (momentum 0.9)")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help="default: sgd (momentum 0.9)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 0.1)")
     p.add_argument("--weight-decay", type=float, metavar="WD", help="default: 1e-4")
     p.add_argument("--schedule", choices=("cosine", "step", "none"),
@@ -46,14 +57,14 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _given(args) -> dict:
+def _given(args: Namespace) -> dict[str, Any]:
     """The training options given on the command line (argparse defaults are None, so absent ones are absent)."""
     from ..train.loop import TrainConfig
     names = [f for f in TrainConfig.__dataclass_fields__ if f not in ("spec", "data", "out")] + ["data"]
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def _check_ranges(given: dict) -> None:
+def _check_ranges(given: dict[str, Any]) -> None:
     for name in ("workers", "warmup", "weight_decay"):
         if name in given and given[name] < 0:
             raise InputError(f"--{name.replace('_', '-')} must not be negative, got {given[name]}")
@@ -87,7 +98,7 @@ def require(command: str, modules: tuple[str, ...]) -> None:
         raise InputError(f"{command} needs {' and '.join(missing)}: pip install {' '.join(missing)}")
 
 
-def run(args) -> int:
+def run(args: Namespace) -> int:
     require("resnet-spec train", ("tqdm", "matplotlib"))
     given = _given(args)
     _check_ranges(given)
@@ -101,7 +112,8 @@ def run(args) -> int:
         spec = load_spec(args.spec)
         out = args.out or str(Path("runs") / spec.name)
         if (Path(out) / "last.pt").exists():
-            raise InputError(f"{out} already holds a run (last.pt); continue it with --resume {out} or pick another --out")
+            raise InputError(f"{out} already holds a run (last.pt); continue it with --resume {out}"
+                             " or pick another --out")
         cfg = TrainConfig(spec=str(args.spec), data=str(args.data), out=out,
                           **{k: v for k, v in given.items() if k != "data"})
         resume = None
@@ -113,7 +125,7 @@ def run(args) -> int:
     return 0
 
 
-def _resume(args, given: dict):
+def _resume(args: Namespace, given: dict[str, Any]) -> tuple[TrainConfig, ResNetSpec, dict[str, Any]]:
     """The config, spec and state saved in RUN_DIR/last.pt, with the few options a resume may change."""
     from dataclasses import replace
 
@@ -132,12 +144,14 @@ def _resume(args, given: dict):
         raise InputError(f"{args.resume}: no such run folder")
     obj = load_file(path)
     if not isinstance(obj.get("train_config"), dict) or "optimizer" not in obj:
-        raise InputError(f"{path}: not a training checkpoint (no optimizer state); was it written by `resnet-spec train`?")
+        raise InputError(f"{path}: not a training checkpoint (no optimizer state);"
+                         " was it written by `resnet-spec train`?")
     spec = spec_from_checkpoint(obj, path)
     try:
         # Runs saved before --cache existed all read their images from disk.
         cfg = TrainConfig(**{"cache": "off", **obj["train_config"]})
-    except TypeError as e:
+        lookup(OPTIMIZERS, "optimizer", cfg.optimizer)
+    except (TypeError, ValueError) as e:
         raise InputError(f"{path}: unreadable training settings ({e})") from None
     cfg = replace(cfg, out=str(args.resume), **{k: v for k, v in given.items()})
     return cfg, spec, obj

@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from .common import Subparsers
 
 
-def register(sub) -> None:
+def register(sub: Subparsers) -> None:
     from .common import add_command
     p = add_command(sub, "validate", "Check spec files; report every problem with file:line:column.",
                     "  resnet-spec validate specs/*.yaml\n"
@@ -15,7 +21,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Namespace) -> int:
     from ..api import validate
     results = {f: validate(f) for f in args.files}
     if args.format == "json":

@@ -8,13 +8,14 @@ torchvision's published GFLOPS), counted by torch.utils.flop_counter.FlopCounter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .build import meta_model  # noqa: F401 - also the analysis's public entry for a meta model
 from ..spec.types import ResNetSpec
+from .build import ResNet, meta_model  # meta_model is also the analysis's public entry for a meta model
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Row:
     activation_bytes: int
 
 
-def _groups(model: nn.Module, verbose: bool) -> dict[str, list[str]]:
+def _groups(model: ResNet, verbose: bool) -> dict[str, list[str]]:
     """Row name -> the module names it covers: what comes before the stages is the stem, after them the head."""
     stages = set(model.stage_names)
     groups: dict[str, list[str]] = {}
@@ -56,13 +57,13 @@ def analyse(spec: ResNetSpec, input_size: int | None = None, batch: int = 1,
         for name in names:
             mod = model.get_submodule(name)
 
-            def last_shape(m, inp, out, group=group):
+            def last_shape(m: nn.Module, inp: Any, out: Any, group: str = group) -> None:
                 if isinstance(out, torch.Tensor):
                     shapes[group] = tuple(out.shape)
             hooks.append(mod.register_forward_hook(last_shape))
             for leaf in mod.modules():
                 if next(leaf.children(), None) is None:
-                    def act(m, inp, out, group=group):
+                    def act(m: nn.Module, inp: Any, out: Any, group: str = group) -> None:
                         if isinstance(out, torch.Tensor):
                             acts[group] = acts.get(group, 0) + out.numel() * out.element_size()
                     hooks.append(leaf.register_forward_hook(act))

@@ -6,12 +6,12 @@ import re
 import stat
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import InputError
-from ..errors import SpecError
+from ..errors import InputError, SpecError
 from ..fileio import atomic_write
 from ..spec.types import ResNetSpec
 from ..spec.yamlio import clip
@@ -47,7 +47,7 @@ def _regular_file(path: str | Path) -> Path:
     return p
 
 
-def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with torch.load(weights_only=True): tensors and plain data only, no code."""
     p = _regular_file(path)
     if _torch_version() < SAFE_TORCH:
@@ -76,7 +76,7 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     return obj
 
 
-def state_dict_of(obj: dict, path: str | Path) -> dict[str, torch.Tensor]:
+def state_dict_of(obj: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a loaded file: its `state_dict` entry, or the file itself when it is a bare state_dict."""
     sd = obj.get("state_dict", obj)
     if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -89,7 +89,7 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Load a checkpoint's (or a .safetensors file's) tensors into model strictly; return warnings (NaN or
     infinite values). A file that does not fit is refused with the names and shapes that differ."""
     if str(path).endswith(".safetensors"):
-        obj: dict = {"state_dict": _load_safetensors(path)}
+        obj: dict[str, Any] = {"state_dict": _load_safetensors(path)}
     else:
         obj = load_file(path)
     sd = state_dict_of(obj, path)
@@ -151,7 +151,7 @@ def _some(names: list[str], n: int = 3, sep: str = ", ") -> str:
     return shown + (f"{sep}and {len(names) - n} more" if len(names) > n else "")
 
 
-def spec_from_checkpoint(obj: dict, path: str | Path) -> ResNetSpec:
+def spec_from_checkpoint(obj: dict[str, Any], path: str | Path) -> ResNetSpec:
     """The spec embedded in a resnet-spec checkpoint, validated like a spec file."""
     from ..spec import rules, schema
     from ..spec.resolve import Resolved

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from ..spec.load import load_spec
+from ..spec.types import ResNetSpec, with_num_classes
 from .build import ResNet, meta_model
 from .layers import BlurPool2d
-from .limits import Limits
+from .limits import DEFAULT_LIMITS, Limits
 from .limits import check as check_limits
-from ..spec.types import ResNetSpec, with_num_classes
 
 INITS = ("random", "none")
 OPTIMIZATIONS = (None, "inference")
@@ -20,7 +20,7 @@ OPTIMIZATIONS = (None, "inference")
 
 def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None = None, *, init: str = "random",
                 weights: Mapping[str, torch.Tensor] | None = None, optimize: str | None = None,
-                compile: bool = False, limits: Limits | None = Limits()) -> nn.Module:
+                compile: bool = False, limits: Limits | None = DEFAULT_LIMITS) -> nn.Module:
     """Build the network a spec (or a spec file, or a shipped spec name) describes.
 
     init="random" draws torchvision's seeded init. init="none" builds on the meta device and skips

@@ -1,43 +1,42 @@
-"""Residual blocks and the small modules they use. Names follow torchvision, then timm."""
+"""The small modules residual networks are made of, and one name -> factory table per kind.
+
+Kinds: norm (NORMS), activation (ACTIVATIONS), anti-aliasing (ANTI_ALIASES), attention (ATTENTIONS)
+and shortcut (SHORTCUTS). Each table's keys are the schema's enum for that field; an unknown name is a
+ValueError from registry.lookup, never a fallback. Module names follow torchvision, then timm.
+"""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..spec.types import AttentionSpec, BlockSpec, NormSpec
+from ..registry import lookup
+from ..spec.layout import BlockPlan
+from ..spec.types import AttentionSpec, NormSpec, ResNetSpec
 
 
-def make_norm(norm: NormSpec, channels: int) -> nn.Module:
-    if norm.type == "groupnorm":
-        return nn.GroupNorm(norm.groups, channels, eps=norm.eps)
+def _batchnorm(norm: NormSpec, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels, eps=norm.eps, momentum=norm.momentum)
 
 
-def make_act(name: str) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "silu":
-        return nn.SiLU(inplace=True)
-    if name == "gelu":
-        return nn.GELU()
-    if name == "leaky_relu":
-        return nn.LeakyReLU(0.01, inplace=True)
-    return nn.Identity()
+def _groupnorm(norm: NormSpec, channels: int) -> nn.Module:
+    return nn.GroupNorm(norm.groups, channels, eps=norm.eps)
 
 
-def make_anti_alias(kind: str, channels: int, stride: int) -> nn.Module:
-    """The stride-2 half of an anti-aliased downsampling (timm's create_aa)."""
-    if kind == "blur":
-        return BlurPool2d(channels, stride)
-    return nn.AvgPool2d(stride)
+NORMS: dict[str, Callable[[NormSpec, int], nn.Module]] = {"batchnorm": _batchnorm, "groupnorm": _groupnorm}
 
-
-def make_divisible(v: float, divisor: int) -> int:
-    """timm's make_divisible with round_limit=0: nearest multiple of divisor, at least divisor."""
-    return max(divisor, int(v + divisor / 2) // divisor * divisor)
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": partial(nn.ReLU, inplace=True),
+    "silu": partial(nn.SiLU, inplace=True),
+    "gelu": nn.GELU,
+    "leaky_relu": partial(nn.LeakyReLU, 0.01, inplace=True),  # timm's slope
+    "none": nn.Identity,
+}
 
 
 class BlurPool2d(nn.Module):
@@ -48,6 +47,7 @@ class BlurPool2d(nn.Module):
         self.channels, self.stride = channels, stride
         coeffs = torch.tensor([1.0, 2.0, 1.0]) / 4
         filt = (coeffs[:, None] * coeffs[None, :])[None, None].repeat(channels, 1, 1, 1)
+        self.filt: torch.Tensor
         self.register_buffer("filt", filt, persistent=False)  # not in timm's state_dict either
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,12 +55,66 @@ class BlurPool2d(nn.Module):
         return F.conv2d(x, self.filt, stride=self.stride, groups=self.channels)
 
 
-class AvgPool2dSame(nn.AvgPool2d):
-    """2x2 stride-1 average pool with TF 'same' zero padding (timm's, used by avg_conv shortcuts when dilated)."""
+def _avg_anti_alias(channels: int, stride: int) -> nn.Module:
+    return nn.AvgPool2d(stride)  # channel-wise, so the channel count plays no part
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(F.pad(x, [0, 1, 0, 1]), self.kernel_size, self.stride, 0, self.ceil_mode,
-                            self.count_include_pad)
+
+# "none" is not an entry: it means no module at all, and callers check LayerContext.anti_aliased first.
+ANTI_ALIASES: dict[str, Callable[[int, int], nn.Module]] = {"blur": BlurPool2d, "avg": _avg_anti_alias}
+
+
+@dataclass(frozen=True)
+class LayerContext:
+    """What the stem and every block share: the norm, the activation and the anti-aliasing kind."""
+
+    norm: NormSpec
+    activation: str
+    anti_alias: str
+
+    def __post_init__(self) -> None:
+        # Looked up once here, so that an unknown name fails before any module is built.
+        lookup(NORMS, "norm type", self.norm.type)
+        lookup(ACTIVATIONS, "activation", self.activation)
+        if self.anti_aliased:
+            lookup(ANTI_ALIASES, "anti-alias", self.anti_alias)
+
+    @classmethod
+    def from_spec(cls, spec: ResNetSpec) -> LayerContext:
+        """The network-wide choices of a spec."""
+        return cls(spec.norm, spec.activation, spec.anti_alias)
+
+    @property
+    def anti_aliased(self) -> bool:
+        """Whether strided ops become a stride-1 op followed by an anti-aliasing layer."""
+        return self.anti_alias != "none"
+
+    def norm_layer(self, channels: int) -> nn.Module:
+        """A norm over `channels` channels."""
+        return lookup(NORMS, "norm type", self.norm.type)(self.norm, channels)
+
+    def act_layer(self) -> nn.Module:
+        """The network's activation."""
+        return lookup(ACTIVATIONS, "activation", self.activation)()
+
+    def aa_layer(self, channels: int, stride: int) -> nn.Module:
+        """The stride-`stride` half of an anti-aliased downsampling (timm's create_aa)."""
+        return lookup(ANTI_ALIASES, "anti-alias", self.anti_alias)(channels, stride)
+
+
+def make_divisible(v: float, divisor: int) -> int:
+    """timm's make_divisible with round_limit=0: nearest multiple of divisor, at least divisor."""
+    return max(divisor, int(v + divisor / 2) // divisor * divisor)
+
+
+def se_channels(channels: int, ratio: float, divisor: int) -> int:
+    """Squeeze-excitation's reduced width: channels * ratio, rounded to a multiple of divisor (timm's rd_channels)."""
+    return make_divisible(channels * ratio, divisor)
+
+
+def eca_kernel_size(channels: int, gamma: float, beta: float) -> int:
+    """ECA's 1-D kernel: odd(|log2(channels) + beta| / gamma), at least 3 (Wang et al. 2020)."""
+    t = int(abs(math.log(channels, 2) + beta) / gamma)
+    return max(t if t % 2 else t + 1, 3)
 
 
 class SqueezeExcite(nn.Module):
@@ -68,14 +122,14 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, att: AttentionSpec) -> None:
         super().__init__()
-        rd = make_divisible(channels * att.ratio, att.divisor)
+        rd = se_channels(channels, att.ratio, att.divisor)
         self.fc1 = nn.Conv2d(channels, rd, kernel_size=1, bias=True)
         # ReLU whatever the network's activation: timm's blocks build SE with its default act_layer.
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(rd, channels, kernel_size=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
+        s: torch.Tensor = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
         return x * s.sigmoid()
 
 
@@ -84,21 +138,24 @@ class EfficientChannelAttention(nn.Module):
 
     def __init__(self, channels: int, att: AttentionSpec) -> None:
         super().__init__()
-        t = int(abs(math.log(channels, 2) + att.beta) / att.gamma)
-        k = max(t if t % 2 else t + 1, 3)
+        k = eca_kernel_size(channels, att.gamma, att.beta)
         self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x.mean((2, 3)).view(x.shape[0], 1, -1))
+        y: torch.Tensor = self.conv(x.mean((2, 3)).view(x.shape[0], 1, -1))
         return x * y.sigmoid().view(x.shape[0], -1, 1, 1)
 
 
+# "none" is not an entry: a block without attention has no `se` module.
+ATTENTIONS: dict[str, Callable[[int, AttentionSpec], nn.Module]] = {
+    "se": SqueezeExcite, "eca": EfficientChannelAttention}
+
+
 def make_attention(att: AttentionSpec, channels: int) -> nn.Module | None:
-    if att.type == "se":
-        return SqueezeExcite(channels, att)
-    if att.type == "eca":
-        return EfficientChannelAttention(channels, att)
-    return None
+    """The attention module after a block's last norm, or None for type 'none'."""
+    if att.type == "none":
+        return None
+    return lookup(ATTENTIONS, "attention type", att.type)(channels, att)
 
 
 class DropPath(nn.Module):
@@ -112,11 +169,19 @@ class DropPath(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        mask = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(keep)
         return x * mask.div_(keep)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class AvgPool2dSame(nn.AvgPool2d):
+    """2x2 stride-1 average pool with TF 'same' zero padding (timm's, used by avg_conv shortcuts when dilated)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.pad(x, [0, 1, 0, 1]), self.kernel_size, self.stride, 0, self.ceil_mode,
+                            self.count_include_pad)
 
 
 class PadShortcut(nn.Module):
@@ -125,127 +190,45 @@ class PadShortcut(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         self.stride = stride
-        self.pad = (out_channels - in_channels) // 2, out_channels - in_channels - (out_channels - in_channels) // 2
+        self.pad_front = (out_channels - in_channels) // 2
+        self.pad_back = out_channels - in_channels - self.pad_front
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, ::self.stride, ::self.stride]
-        return F.pad(x, (0, 0, 0, 0, *self.pad))
+        return F.pad(x, [0, 0, 0, 0, self.pad_front, self.pad_back])
 
 
-def make_shortcut(block: BlockSpec, norm: NormSpec, inplanes: int, outplanes: int, stride: int,
-                  dilation: int, first_dilation: int) -> nn.Module:
+def _conv_shortcut(p: BlockPlan, ctx: LayerContext) -> nn.Module:
+    """torchvision's downsample ("option B"): a strided conv + norm."""
+    k = p.block.shortcut_kernel_size if (p.stride > 1 or p.dilation > 1) else 1
+    d = p.first_dilation if k > 1 else 1
+    pad = ((p.stride - 1) + d * (k - 1)) // 2
+    return nn.Sequential(
+        nn.Conv2d(p.inplanes, p.outplanes, k, stride=p.stride, padding=pad, dilation=d, bias=p.block.bias),
+        ctx.norm_layer(p.outplanes))
+
+
+def _avg_conv_shortcut(p: BlockPlan, ctx: LayerContext) -> nn.Module:
+    """ResNet-D's downsample (timm's downsample_avg): a 2x2 average pool, then a 1x1 conv + norm."""
+    if p.stride == 1 and p.dilation == 1:
+        pool: nn.Module = nn.Identity()
+    elif p.stride == 1:
+        pool = AvgPool2dSame(2, 1, ceil_mode=True, count_include_pad=False)
+    else:
+        pool = nn.AvgPool2d(2, p.stride, ceil_mode=True, count_include_pad=False)
+    # Keys downsample.1/.2 after the pool, as timm's downsample_avg, for weight compatibility.
+    return nn.Sequential(pool, nn.Conv2d(p.inplanes, p.outplanes, 1, bias=p.block.bias), ctx.norm_layer(p.outplanes))
+
+
+def _option_a_shortcut(p: BlockPlan, ctx: LayerContext) -> nn.Module:
+    return PadShortcut(p.inplanes, p.outplanes, p.stride)
+
+
+SHORTCUTS: dict[str, Callable[[BlockPlan, LayerContext], nn.Module]] = {
+    "conv": _conv_shortcut, "avg_conv": _avg_conv_shortcut, "option_a": _option_a_shortcut}
+
+
+def make_shortcut(p: BlockPlan, ctx: LayerContext) -> nn.Module:
     """The projection on the skip path of a block that changes shape."""
-    if block.shortcut == "option_a":
-        return PadShortcut(inplanes, outplanes, stride)
-    if block.shortcut == "avg_conv":
-        if stride == 1 and dilation == 1:
-            pool: nn.Module = nn.Identity()
-        elif stride == 1:
-            pool = AvgPool2dSame(2, 1, ceil_mode=True, count_include_pad=False)
-        else:
-            pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
-        # Keys downsample.1/.2 after the pool, as timm's downsample_avg, for weight compatibility.
-        return nn.Sequential(pool, nn.Conv2d(inplanes, outplanes, 1, bias=block.bias), make_norm(norm, outplanes))
-    k = block.shortcut_kernel_size if (stride > 1 or dilation > 1) else 1
-    d = first_dilation if k > 1 else 1
-    pad = ((stride - 1) + d * (k - 1)) // 2
-    return nn.Sequential(nn.Conv2d(inplanes, outplanes, k, stride=stride, padding=pad, dilation=d, bias=block.bias),
-                         make_norm(norm, outplanes))
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 convs with a skip connection (ResNet-18/34)."""
-
-    def __init__(self, inplanes: int, planes: int, outplanes: int, stride: int, downsample: nn.Module | None,
-                 dilation: int, first_dilation: int, block: BlockSpec, norm: NormSpec, activation: str,
-                 anti_alias: str, drop_path: float) -> None:
-        super().__init__()
-        use_aa = anti_alias != "none" and (stride == 2 or first_dilation != dilation)
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=1 if use_aa else stride, padding=first_dilation,
-                               dilation=first_dilation, bias=block.bias)
-        self.bn1 = make_norm(norm, planes)
-        self.relu = make_act(activation)
-        self.aa = make_anti_alias(anti_alias, planes, stride) if use_aa else None
-        self.conv2 = nn.Conv2d(planes, outplanes, 3, padding=dilation, dilation=dilation, bias=block.bias)
-        self.bn2 = make_norm(norm, outplanes)
-        self.se = make_attention(block.attention, outplanes)
-        self.downsample = downsample
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
-        self.act_before_add = block.act_before_add
-
-    def last_norm(self) -> nn.Module:
-        return self.bn2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        if self.aa is not None:
-            out = self.aa(out)
-        out = self.bn2(self.conv2(out))
-        if self.se is not None:
-            out = self.se(out)
-        if self.act_before_add:
-            out = self.relu(out)
-        if self.drop_path is not None:
-            out = self.drop_path(out)
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        return self.relu(out)
-
-
-class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (grouped) conv, 1x1 expand, with a skip connection (ResNet-50 and deeper).
-
-    The stride sits on the 3x3 conv by default, as in torchvision ("ResNet v1.5", about 0.5% better
-    top-1); `stride_on: 1x1` puts it on the first 1x1 as in the paper and Caffe.
-    """
-
-    def __init__(self, inplanes: int, planes: int, outplanes: int, width: int, stride: int,
-                 downsample: nn.Module | None, dilation: int, first_dilation: int, block: BlockSpec,
-                 norm: NormSpec, activation: str, anti_alias: str, drop_path: float) -> None:
-        super().__init__()
-        use_aa = anti_alias != "none" and (stride == 2 or first_dilation != dilation)
-        # With anti-aliasing the strided conv runs at stride 1 and the aa module downsamples after
-        # its activation (timm's order); on the 1x1 that happens after act1, on the 3x3 after act2.
-        on_1x1 = block.stride_on == "1x1"
-        s1 = 1 if (use_aa or not on_1x1) else stride
-        s3 = 1 if (use_aa or on_1x1) else stride
-        self.conv1 = nn.Conv2d(inplanes, width, 1, stride=s1, bias=block.bias)
-        self.bn1 = make_norm(norm, width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=s3, padding=first_dilation, dilation=first_dilation,
-                               groups=block.groups, bias=block.bias)
-        self.bn2 = make_norm(norm, width)
-        self.aa = make_anti_alias(anti_alias, width, stride) if use_aa else None
-        self.aa_after_1x1 = on_1x1
-        self.conv3 = nn.Conv2d(width, outplanes, 1, bias=block.bias)
-        self.bn3 = make_norm(norm, outplanes)
-        self.relu = make_act(activation)
-        self.se = make_attention(block.attention, outplanes)
-        self.downsample = downsample
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
-        self.act_before_add = block.act_before_add
-
-    def last_norm(self) -> nn.Module:
-        return self.bn3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        if self.aa is not None and self.aa_after_1x1:
-            out = self.aa(out)
-        out = self.relu(self.bn2(self.conv2(out)))
-        if self.aa is not None and not self.aa_after_1x1:
-            out = self.aa(out)
-        out = self.bn3(self.conv3(out))
-        if self.se is not None:
-            out = self.se(out)
-        if self.act_before_add:
-            out = self.relu(out)
-        if self.drop_path is not None:
-            out = self.drop_path(out)
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        return self.relu(out)
+    return lookup(SHORTCUTS, "shortcut", p.block.shortcut)(p, ctx)

@@ -8,9 +8,13 @@ takes, is checked first, from the spec alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import InputError, LimitError
 from ..spec.types import ResNetSpec
+
+if TYPE_CHECKING:  # analysis imports torch, which this module leaves to check() itself
+    from .analysis import Row
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,9 @@ class Limits:
     max_blocks: int = 1_000              # ResNet-1202, the deepest in the paper, has 600
 
 
+DEFAULT_LIMITS = Limits()  # shared as the default argument: a frozen dataclass, so no call can change it
+
+
 @dataclass(frozen=True)
 class Cost:
     """What a spec costs at an input size and batch, as resnet_spec.analysis counts it."""
@@ -31,10 +38,10 @@ class Cost:
     activation_bytes: int
     input_size: int
     batch: int
-    rows: tuple  # the per-part analysis (resnet_spec.analysis.Row) the estimate came from
+    rows: tuple[Row, ...]  # the per-part analysis the estimate came from
 
 
-def check(spec: ResNetSpec, limits: Limits = Limits(), input_size: int | None = None, batch: int = 1) -> Cost:
+def check(spec: ResNetSpec, limits: Limits = DEFAULT_LIMITS, input_size: int | None = None, batch: int = 1) -> Cost:
     """The cost of building spec and running a batch through it; LimitError if any cap is passed."""
     import torch
 
@@ -45,7 +52,8 @@ def check(spec: ResNetSpec, limits: Limits = Limits(), input_size: int | None = 
                          f"{limits.max_blocks:,}", limit="max_blocks")
     cap = limits.max_activation_mb * 2**20
     # The input tensor alone, checked first so that the analysis never sizes a tensor past 2**63 bytes.
-    input_bytes = batch * spec.in_channels * size * size * torch.empty((), dtype=torch.get_default_dtype()).element_size()
+    itemsize = torch.empty((), dtype=torch.get_default_dtype()).element_size()
+    input_bytes = batch * spec.in_channels * size * size * itemsize
     if input_bytes > cap:
         raise LimitError(f"{spec.name}: the {batch}x{spec.in_channels}x{size}x{size} input alone needs "
                          f"{_mb(input_bytes)}, more than the cap of {limits.max_activation_mb:,} MB",

@@ -1,6 +1,8 @@
 """Inference-only rewrites of a built model: each BatchNorm folded into its conv, channels_last, optional compile."""
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
@@ -17,7 +19,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     calls: dict[str, int] = {}
     for node in graph.nodes:
         if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
     pairs = []
     for node in graph.nodes:
         if node.op != "call_module" or type(modules[node.target]) is not nn.BatchNorm2d:
@@ -26,8 +28,9 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
         if not (isinstance(src, fx.Node) and src.op == "call_module" and type(modules[src.target]) is nn.Conv2d):
             continue
         # A module called twice, or a conv whose output also feeds the skip path, cannot be folded.
-        if len(src.users) == 1 and calls[src.target] == 1 and calls[node.target] == 1:
-            pairs.append((src.target, node.target))
+        conv, bn = str(src.target), str(node.target)  # a call_module node's target is the module's name
+        if len(src.users) == 1 and calls[conv] == 1 and calls[bn] == 1:
+            pairs.append((conv, bn))
     return pairs
 
 
@@ -40,8 +43,9 @@ def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         conv.weight.double(), None if conv.bias is None else conv.bias.double(),
         bn.running_mean.double(), bn.running_var.double(), bn.eps,
         None if bn.weight is None else bn.weight.double(), None if bn.bias is None else bn.bias.double())
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+    pad = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, _pair(conv.kernel_size), stride=_pair(conv.stride),
+                      padding=pad, dilation=_pair(conv.dilation), groups=conv.groups, bias=True,
                       padding_mode=conv.padding_mode, device="meta")
     fused.weight = nn.Parameter(w.detach().to(conv.weight.dtype), requires_grad=False)
     fused.bias = nn.Parameter(b.detach().to(conv.weight.dtype), requires_grad=False)
@@ -75,5 +79,10 @@ def optimize_for_inference(model: nn.Module, compile: bool = False) -> nn.Module
     fold_batchnorms(model)
     model.to(memory_format=torch.channels_last)
     if compile:
-        return torch.compile(model)
+        return cast(nn.Module, torch.compile(model))  # an OptimizedModule
     return model
+
+
+def _pair(t: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's size tuple as the (height, width) pair its constructor is typed to take."""
+    return t[0], t[1]

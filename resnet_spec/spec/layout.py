@@ -30,6 +30,8 @@ class BlockPlan:
 
 @dataclass(frozen=True)
 class StagePlan:
+    """One stage's blocks and what comes out of it: channels, total reduction, map size and dilation."""
+
     index: int          # 1-based, as in layer1
     blocks: tuple[BlockPlan, ...]
     out_channels: int
@@ -39,6 +41,7 @@ class StagePlan:
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1, ceil: bool = False) -> int:
+    """Output size of a conv or pool along one side, as torch computes it."""
     span = size + 2 * padding - dilation * (kernel - 1) - 1
     return (-(-span // stride) if ceil else span // stride) + 1
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import rules, schema
 from ..errors import ErrorRecord, SpecError
+from . import rules, schema
 from .resolve import Resolved, resolve
 from .types import ResNetSpec, from_data
 
 
 def _load(ref: str | Path) -> tuple[ResNetSpec | None, Resolved | None, list[ErrorRecord]]:
+    """The typed spec (None if unreadable or schema-invalid), its resolved data (None if unreadable), every problem."""
     try:
         res = resolve(ref)
     except SpecError as e:
@@ -25,7 +26,7 @@ def _load(ref: str | Path) -> tuple[ResNetSpec | None, Resolved | None, list[Err
 def load_spec(ref: str | Path) -> ResNetSpec:
     """Load, resolve and validate a spec file or shipped spec name; raise SpecError listing every problem."""
     spec, _, errors = _load(ref)
-    if errors:
+    if spec is None or errors:
         raise SpecError(errors)
     return spec
 

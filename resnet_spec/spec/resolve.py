@@ -4,16 +4,19 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..errors import ErrorRecord, SpecError, format_path
 from ..resources import shipped_specs
-from .yamlio import clip, load_yaml
+from .yamlio import JsonPath, clip, load_yaml
 
 MAX_EXTENDS = 8  # longest chain of `extends`; the shipped specs use 2
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _OWN = ("name", "description")  # fields a spec never inherits
+T = TypeVar("T")
 
 
 @dataclass
@@ -21,13 +24,13 @@ class Resolved:
     """A merged spec: its data and, by JSON path, the (file, line, column) and source text of each value."""
 
     file: str
-    data: dict
-    where: dict[tuple, tuple[str, int, int]]
-    keys: dict[tuple, tuple[str, int, int]]
-    text: dict[tuple, str]
+    data: dict[str, Any]
+    where: dict[JsonPath, tuple[str, int, int]]
+    keys: dict[JsonPath, tuple[str, int, int]]
+    text: dict[JsonPath, str]
     chain: list[str]
 
-    def pos(self, path: tuple, key: bool = False) -> tuple[str, int, int]:
+    def pos(self, path: JsonPath, key: bool = False) -> tuple[str, int, int]:
         """Position of the value (or its key) at path, else of the nearest enclosing value."""
         table = self.keys if key else self.where
         p = tuple(path)
@@ -39,7 +42,7 @@ class Resolved:
             p = p[:-1]
         return self.where.get((), (self.file, 1, 1))
 
-    def error(self, path: tuple, message: str, key: bool = False) -> ErrorRecord:
+    def error(self, path: JsonPath, message: str, key: bool = False) -> ErrorRecord:
         file, line, col = self.pos(path, key)
         return ErrorRecord(file, line, col, format_path(path), message)
 
@@ -127,17 +130,17 @@ def _extends_target(own: Resolved, path: Path, ext: str, chain: list[Path]) -> P
 
 
 def _merge(base: Resolved, own: Resolved) -> Resolved:
+    """`own` laid on `base` (the spec it extends), each value keeping the position of the file that set it."""
     base_data = {k: v for k, v in base.data.items() if k not in _OWN and k != "extends"}
-    data = _merge_values(base_data, {k: v for k, v in own.data.items() if k != "extends"})
-    where, keys, text = {}, {}, {}
+    data: dict[str, Any] = _merge_values(base_data, {k: v for k, v in own.data.items() if k != "extends"})
+    where: dict[JsonPath, tuple[str, int, int]] = {}
+    keys: dict[JsonPath, tuple[str, int, int]] = {}
+    text: dict[JsonPath, str] = {}
 
-    def walk(value: object, path: tuple) -> None:
-        for table, b, o in ((where, base.where, own.where), (keys, base.keys, own.keys),
-                            (text, base.text, own.text)):
-            if path in o:
-                table[path] = o[path]
-            elif path in b:
-                table[path] = b[path]
+    def walk(value: object, path: JsonPath) -> None:
+        _pick(where, base.where, own.where, path)
+        _pick(keys, base.keys, own.keys, path)
+        _pick(text, base.text, own.text, path)
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(v, path + (k,))
@@ -146,11 +149,19 @@ def _merge(base: Resolved, own: Resolved) -> Resolved:
                 walk(v, path + (i,))
 
     walk(data, ())
-    where[()] = own.where.get((), where.get(()))
     return Resolved(own.file, data, where, keys, text, base.chain + own.chain)
 
 
-def _merge_values(base: object, over: object) -> object:
+def _pick(table: dict[JsonPath, T], base: Mapping[JsonPath, T], own: Mapping[JsonPath, T], path: JsonPath) -> None:
+    """Record where the value at `path` came from: the file that extends, where it has it, else its base."""
+    if path in own:
+        table[path] = own[path]
+    elif path in base:
+        table[path] = base[path]
+
+
+def _merge_values(base: Any, over: Any) -> Any:
+    """`over` laid on `base`: mappings merge key by key, equally long lists of mappings item by item."""
     if isinstance(base, dict) and isinstance(over, dict):
         out = dict(base)
         for k, v in over.items():
@@ -158,5 +169,5 @@ def _merge_values(base: object, over: object) -> object:
         return out
     if (isinstance(base, list) and isinstance(over, list) and len(base) == len(over)
             and all(isinstance(x, dict) for x in base + over)):
-        return [_merge_values(b, o) for b, o in zip(base, over)]
+        return [_merge_values(b, o) for b, o in zip(base, over, strict=True)]
     return over

@@ -1,108 +1,221 @@
-"""Semantic rules: what the schema cannot say about a spec."""
+"""Semantic rules: what the schema cannot say about a spec, one small function per rule.
+
+A rule yields (path, message) problems. `check` runs RULES in order, as jsonschema runs one
+function per keyword; `_each_stage` and `_each_block` run stage and block rules stage by stage,
+block by block. The order of RULES is the order problems are reported in, which callers that do
+not sort (the importer shows the first) rely on.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
 from ..errors import ErrorRecord
-from .layout import plan, stem_reduction, stem_sizes
+from .layout import BlockPlan, StagePlan, inner_width, plan, stem_reduction, stem_sizes
 from .resolve import Resolved
-from .types import ResNetSpec
+from .types import BlockSpec, ResNetSpec, StageSpec
+from .yamlio import JsonPath
+
+Problem = tuple[JsonPath, str]
 
 
-def _origin(res: Resolved, si: int, bi: int | None, field: str) -> tuple:
-    """Path where a block field of stage si (block bi) was set, for pointing errors at it."""
-    stage = res.data["stages"][si]
-    if bi is not None:
-        for oi, o in enumerate(stage.get("overrides") or ()):
-            if o.get("index") == bi and field in o.get("block", {}):
-                return ("stages", si, "overrides", oi, "block", field)
-    if field in (stage.get("block") or {}):
-        return ("stages", si, "block", field)
-    if field in (res.data.get("block") or {}):
-        return ("block", field)
-    return ("stages", si)
+@dataclass(frozen=True)
+class Net:
+    """What every rule looks at: the typed spec and its layout plan."""
+
+    spec: ResNetSpec
+    stages: list[StagePlan]
+
+    @property
+    def norm_groups(self) -> int:
+        """Groups of every norm layer: 1 unless it is a group norm."""
+        return self.spec.norm.groups if self.spec.norm.type == "groupnorm" else 1
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block as the block rules see it: its stage, its fields and its planned geometry."""
+
+    si: int  # index into spec.stages, as in $.stages[si]
+    stage: StageSpec
+    plan: BlockPlan
+
+    @property
+    def fields(self) -> BlockSpec:
+        return self.plan.block
+
+    def where(self, name: str) -> JsonPath:
+        """Where this block's field `name` was written, else its stage: the path an error points at."""
+        return self.stage.origins.where(self.plan.index, name) or ("stages", self.si)
+
+
+Rule = Callable[[Net], Iterator[Problem]]
+StageRule = Callable[[Net, int], Iterator[Problem]]
+BlockRule = Callable[[Net, Block], Iterator[Problem]]
+
+
+def _each_stage(*rules: StageRule) -> Rule:
+    """A rule that runs `rules` on stage 0, then on stage 1, and so on."""
+    def run(net: Net) -> Iterator[Problem]:
+        for si in range(len(net.spec.stages)):
+            for rule in rules:
+                yield from rule(net, si)
+    return run
+
+
+def _each_block(*rules: BlockRule) -> StageRule:
+    """A stage rule that runs `rules` on the stage's block 0, then on block 1, and so on."""
+    def run(net: Net, si: int) -> Iterator[Problem]:
+        for bp in net.stages[si].blocks:
+            block = Block(si, net.spec.stages[si], bp)
+            for rule in rules:
+                yield from rule(net, block)
+    return run
+
+
+def _override_indexes(net: Net, si: int) -> Iterator[Problem]:
+    """Each override names a block that exists, and no other override names it too."""
+    stage = net.spec.stages[si]
+    first: dict[int, int] = {}
+    for oi, index in enumerate(stage.origins.overrides):
+        at = ("stages", si, "overrides", oi, "index")
+        if index >= stage.blocks:
+            plural = "s" if stage.blocks > 1 else ""
+            yield at, f"block {index} does not exist; the stage has {stage.blocks} block{plural}"
+        if index in first:
+            yield at, f"block {index} is already overridden by overrides[{first[index]}]; merge the two"
+        first.setdefault(index, oi)
+
+
+def _dilation_or_output_stride(net: Net, si: int) -> Iterator[Problem]:
+    """A stage sets its dilation only when output_stride is unset, since output_stride sets every stage's."""
+    if net.spec.output_stride is not None and net.spec.stages[si].dilation != 1:
+        yield ("stages", si, "dilation"), "set either output_stride or per-stage dilation, not both"
+
+
+def _basic_groups(net: Net, b: Block) -> Iterator[Problem]:
+    """A basic block has no grouped conv, as torchvision's BasicBlock."""
+    if b.fields.type == "basic" and b.fields.groups != 1:
+        yield b.where("groups"), f"basic blocks support only groups: 1, got {b.fields.groups}"
+
+
+def _basic_width_per_group(net: Net, b: Block) -> Iterator[Problem]:
+    """A basic block has no inner width to scale, as torchvision's BasicBlock."""
+    if b.fields.type == "basic" and b.fields.width_per_group != 64:
+        yield b.where("width_per_group"), ("basic blocks support only width_per_group: 64, "
+                                           f"got {b.fields.width_per_group}")
+
+
+def _basic_stride_on(net: Net, b: Block) -> Iterator[Problem]:
+    """A basic block has no 1x1 conv to put the stride on."""
+    if b.fields.type == "basic" and b.fields.stride_on != "3x3":
+        yield b.where("stride_on"), "stride_on: 1x1 applies to bottleneck blocks only"
+
+
+def _bottleneck_inner_width(net: Net, b: Block) -> Iterator[Problem]:
+    """A bottleneck's inner width keeps at least one channel."""
+    if b.fields.type == "bottleneck" and inner_width(b.stage.channels, b.fields) < 1:
+        yield b.where("width_per_group"), (f"inner width int({b.stage.channels} * {b.fields.width_per_group} / 64) "
+                                           "is 0; raise width_per_group or channels")
+
+
+def _option_a_adds_channels(net: Net, b: Block) -> Iterator[Problem]:
+    """An option_a shortcut pads with zero channels, so it can only widen."""
+    p = b.plan
+    if p.block.shortcut == "option_a" and p.shortcut and p.outplanes < p.inplanes:
+        yield b.where("shortcut"), (f"option_a can only add channels, but block {p.index} goes from "
+                                    f"{p.inplanes} to {p.outplanes}")
+
+
+def _norm_groups_divide_block(net: Net, b: Block) -> Iterator[Problem]:
+    """Group norm's groups divide every width a block normalises."""
+    for ch in {b.plan.width, b.plan.outplanes}:
+        if ch % net.norm_groups:
+            yield ("norm", "groups"), f"{net.norm_groups} groups do not divide the {ch} channels of stages[{b.si}]"
+
+
+def _stem_convs_have_channels(net: Net) -> Iterator[Problem]:
+    """No stem conv is left without channels; only deep_tiered can be, its first conv having 3 * (width // 4)."""
+    stem = net.spec.stem
+    if min(stem.convs.widths) < 1:
+        yield ("stem", "width"), (f"a deep_tiered stem needs a width of at least 4 (its first conv has "
+                                  f"3 * (width // 4) channels), got {stem.width}")
+
+
+def _feature_indexes(net: Net) -> Iterator[Problem]:
+    """Each feature index names the stem (0) or a stage."""
+    n = len(net.spec.stages)
+    for i, f in enumerate(net.spec.features or ()):
+        if f > n:
+            yield ("features", i), f"feature index {f} does not exist; 0 is the stem and 1..{n} the stages"
+
+
+def _output_stride_after_stem(net: Net) -> Iterator[Problem]:
+    """output_stride is at least the stem's own reduction, which no dilation can undo."""
+    spec = net.spec
+    if spec.output_stride is not None and spec.output_stride < stem_reduction(spec):
+        yield ("output_stride",), f"the stem alone already reduces by {stem_reduction(spec)}"
+
+
+def _norm_groups_divide_stem(net: Net) -> Iterator[Problem]:
+    """Group norm's groups divide the channels of every stem conv that has a norm."""
+    stem = net.spec.stem
+    # A deep stem (more than one conv) has norms between its convs whatever stem.norm says; a conv pool has one too.
+    if stem.norm or stem.pool == "conv" or len(stem.convs.widths) > 1:
+        for ch in stem.convs.widths:
+            if ch % net.norm_groups:
+                yield ("norm", "groups"), f"{net.norm_groups} groups do not divide the stem's {ch} channels"
+
+
+def _avg_anti_alias_maps_divide(net: Net) -> Iterator[Problem]:
+    """With anti_alias: avg, each strided stage gets a map its stride divides; the first that does not is named."""
+    spec = net.spec
+    if spec.anti_alias != "avg":
+        return
+    # The 2x2 average pool rounds down and every shortcut rounds up, so the sum fails on an odd map.
+    size = stem_sizes(spec, spec.input_size)[-1][1]
+    for sp in net.stages:
+        stride = sp.blocks[0].stride
+        if stride > 1 and size % stride and size >= stride:  # smaller maps vanish: _maps_survive reports them
+            yield ("input", "size"), (f"with anti_alias: avg, stages[{sp.index - 1}] gets a {size}px map that its "
+                                      f"stride {stride} does not divide; the pooled path and the shortcut would "
+                                      "differ in size")
+            return
+        size = sp.size
+
+
+def _maps_survive(net: Net) -> Iterator[Problem]:
+    """The input keeps at least one pixel through the stem and every stage; the first place it does not is named."""
+    spec = net.spec
+    sizes = stem_sizes(spec, spec.input_size) + [(f"stages[{sp.index - 1}]", sp.size) for sp in net.stages]
+    for where, size in sizes:
+        if size < 1:
+            yield ("input", "size"), f"a {spec.input_size}px input shrinks to nothing at {where}"
+            return
+
+
+RULES: tuple[Rule, ...] = (
+    _each_stage(_override_indexes,
+                _each_block(_basic_groups, _basic_width_per_group, _basic_stride_on, _bottleneck_inner_width),
+                _dilation_or_output_stride),
+    _stem_convs_have_channels,
+    _feature_indexes,
+    _output_stride_after_stem,
+    _each_stage(_each_block(_option_a_adds_channels, _norm_groups_divide_block)),
+    _norm_groups_divide_stem,
+    _avg_anti_alias_maps_divide,
+    _maps_survive,
+)
 
 
 def check(spec: ResNetSpec, res: Resolved) -> list[ErrorRecord]:
-    """Every semantic problem in a schema-valid spec."""
+    """Every semantic problem in a schema-valid spec, each once, positioned through `res`."""
+    net = Net(spec, plan(spec))
+    seen: set[Problem] = set()
     errors: list[ErrorRecord] = []
-    seen: set[tuple] = set()
-
-    def err(path: tuple, msg: str) -> None:
-        if (path, msg) not in seen:
-            seen.add((path, msg))
-            errors.append(res.error(path, msg))
-
-    n_stages = len(spec.stages)
-    for si, st in enumerate(spec.stages):
-        first: dict[int, int] = {}
-        for oi, o in enumerate(res.data["stages"][si].get("overrides") or ()):
-            index = o["index"]
-            if index >= st.blocks:
-                err(("stages", si, "overrides", oi, "index"),
-                    f"block {index} does not exist; the stage has {st.blocks} block{'s' if st.blocks > 1 else ''}")
-            if index in first:
-                err(("stages", si, "overrides", oi, "index"),
-                    f"block {index} is already overridden by overrides[{first[index]}]; merge the two")
-            first.setdefault(index, oi)
-        for bi in range(st.blocks):
-            b = st.block_at(bi)
-            at = None if b is st.block else bi
-            if b.type == "basic":
-                if b.groups != 1:
-                    err(_origin(res, si, at, "groups"), f"basic blocks support only groups: 1, got {b.groups}")
-                if b.width_per_group != 64:
-                    err(_origin(res, si, at, "width_per_group"),
-                        f"basic blocks support only width_per_group: 64, got {b.width_per_group}")
-                if b.stride_on != "3x3":
-                    err(_origin(res, si, at, "stride_on"), "stride_on: 1x1 applies to bottleneck blocks only")
-            elif int(st.channels * b.width_per_group / 64) < 1:
-                err(_origin(res, si, at, "width_per_group"),
-                    f"inner width int({st.channels} * {b.width_per_group} / 64) is 0; "
-                    "raise width_per_group or channels")
-        if spec.output_stride is not None and st.dilation != 1:
-            err(("stages", si, "dilation"), "set either output_stride or per-stage dilation, not both")
-    if spec.stem.type == "deep_tiered" and spec.stem.width < 4:
-        err(("stem", "width"), f"a deep_tiered stem needs a width of at least 4 (its first conv has "
-            f"3 * (width // 4) channels), got {spec.stem.width}")
-    if spec.features is not None:
-        for i, f in enumerate(spec.features):
-            if f > n_stages:
-                err(("features", i), f"feature index {f} does not exist; 0 is the stem and 1..{n_stages} the stages")
-    if spec.output_stride is not None and spec.output_stride < stem_reduction(spec):
-        err(("output_stride",), f"the stem alone already reduces by {stem_reduction(spec)}")
-
-    stages = plan(spec)
-    norm_groups = spec.norm.groups if spec.norm.type == "groupnorm" else 1
-    for sp in stages:
-        si = sp.index - 1
-        for bp in sp.blocks:
-            b = bp.block
-            at = None if b is spec.stages[si].block else bp.index
-            if b.shortcut == "option_a" and bp.shortcut and bp.outplanes < bp.inplanes:
-                err(_origin(res, si, at, "shortcut"),
-                    f"option_a can only add channels, but block {bp.index} goes from "
-                    f"{bp.inplanes} to {bp.outplanes}")
-            for ch in {bp.width, bp.outplanes}:
-                if ch % norm_groups:
-                    err(("norm", "groups"), f"{norm_groups} groups do not divide the {ch} channels of "
-                        f"stages[{si}]")
-    if spec.stem.norm or spec.stem.pool == "conv" or spec.stem.type in ("deep", "deep_tiered"):
-        for ch in spec.stem.convs.widths:
-            if ch % norm_groups:
-                err(("norm", "groups"), f"{norm_groups} groups do not divide the stem's {ch} channels")
-
-    if spec.anti_alias == "avg":
-        # The 2x2 average pool rounds down and every shortcut rounds up, so the sum fails on an odd map.
-        size = stem_sizes(spec, spec.input_size)[-1][1]
-        for sp in stages:
-            stride = sp.blocks[0].stride
-            if stride > 1 and size % stride and size >= stride:  # smaller maps vanish: reported below
-                err(("input", "size"), f"with anti_alias: avg, stages[{sp.index - 1}] gets a {size}px map that "
-                    f"its stride {stride} does not divide; the pooled path and the shortcut would differ in size")
-                break
-            size = sp.size
-    sizes = stem_sizes(spec, spec.input_size) + [(f"stages[{sp.index - 1}]", sp.size) for sp in stages]
-    for where, size in sizes:
-        if size < 1:
-            err(("input", "size"), f"a {spec.input_size}px input shrinks to nothing at {where}")
-            break
+    for rule in RULES:
+        for path, msg in rule(net):
+            if (path, msg) not in seen:
+                seen.add((path, msg))
+                errors.append(res.error(path, msg))
     return errors

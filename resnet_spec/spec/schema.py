@@ -3,22 +3,31 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorRecord
-from .resolve import Resolved
 from ..resources import schema_path
-from .yamlio import SHOWN, clip
+from .resolve import Resolved
+from .yamlio import SHOWN, JsonPath, clip
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
 
 
 @lru_cache(maxsize=1)
-def load_schema() -> dict:
+def load_schema() -> dict[str, Any]:
+    """schemas/resnet-spec.schema.json, read once; callers must not change it."""
     with schema_path().open(encoding="utf-8") as f:
-        return json.load(f)
+        schema: dict[str, Any] = json.load(f)
+    return schema
 
 
 @lru_cache(maxsize=1)
-def _validator():
+def _validator() -> Validator:
+    """A Draft 2020-12 validator for the spec schema, whose integers exclude floats such as 2.0."""
     import jsonschema
     from jsonschema import Draft202012Validator
 
@@ -30,11 +39,11 @@ def _validator():
     return cls(load_schema())
 
 
-def defaults(name: str) -> dict:
+def defaults(name: str) -> dict[str, Any]:
     """The `default` of each property of $defs[name] (or of the top level, name='')."""
     schema = load_schema()
     node = schema if not name else schema["$defs"][name]
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in node.get("properties", {}).items():
         if "$ref" in v:
             v = {**schema["$defs"][v["$ref"].rsplit("/", 1)[1]], **v}
@@ -51,7 +60,7 @@ def check(spec: Resolved) -> list[ErrorRecord]:
     return sorted(set(out))
 
 
-def _show(spec: Resolved, path: tuple, value: object) -> str:
+def _show(spec: Resolved, path: JsonPath, value: object) -> str:
     """A value as the user wrote it."""
     if path in spec.text and not isinstance(value, (dict, list)):
         return clip(spec.text[path]) if isinstance(value, str) else spec.text[path][:SHOWN]
@@ -66,14 +75,15 @@ _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "text", 
                "object": "a mapping", "array": "a list", "null": "null"}
 
 
-def _suggest(word: object, options: list) -> str:
+def _suggest(word: object, options: Sequence[object]) -> str:
     if not isinstance(word, str):
         return ""
     close = difflib.get_close_matches(word, [str(o) for o in options if o is not None], n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _records(spec: Resolved, e) -> list[ErrorRecord]:
+def _records(spec: Resolved, e: ValidationError) -> list[ErrorRecord]:
+    """The error records of one schema violation, worded for a person."""
     path = tuple(e.absolute_path)
     v, kw, val = e.instance, e.validator, e.validator_value
     shown = _show(spec, path, v)

@@ -1,37 +1,67 @@
 """The typed, frozen form of a validated spec. The builder only ever sees these."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeAlias
 
 from .schema import defaults
 from .stem import StemConvs, stem_convs
+from .yamlio import JsonPath
+
+# The names the spec language allows, as schemas/resnet-spec.schema.json enumerates them
+# (tests/test_spec_layer.py checks that the two agree).
+BlockType: TypeAlias = Literal["basic", "bottleneck"]
+StrideOn: TypeAlias = Literal["3x3", "1x1"]
+Shortcut: TypeAlias = Literal["conv", "avg_conv", "option_a"]
+ShortcutKernelSize: TypeAlias = Literal[1, 3]
+AttentionType: TypeAlias = Literal["none", "se", "eca"]
+StemType: TypeAlias = Literal["conv7x7", "deep", "deep_tiered", "cifar"]
+StemPool: TypeAlias = Literal["max", "conv", "none"]  # the schema's null is resolved to "max" or "none" by stem type
+NormType: TypeAlias = Literal["batchnorm", "groupnorm"]
+Activation: TypeAlias = Literal["relu", "silu", "gelu", "leaky_relu", "none"]
+AntiAlias: TypeAlias = Literal["none", "blur", "avg"]
+OutputStride: TypeAlias = Literal[8, 16, 32]
 
 
 @dataclass(frozen=True)
 class AttentionSpec:
-    """Channel attention after a block's last norm."""
+    """Channel attention after a block's last norm; the schema's `attention` defaults fill what a spec omits."""
 
-    type: str = "none"
-    ratio: float = 0.0625
-    divisor: int = 8
-    gamma: float = 2.0
-    beta: float = 1.0
+    type: AttentionType
+    ratio: float
+    divisor: int
+    gamma: float
+    beta: float
 
 
 @dataclass(frozen=True)
 class BlockSpec:
     """One residual block's fields, after defaults, stage and per-block overrides are applied."""
 
-    type: str
+    type: BlockType
     expansion: int
     groups: int
     width_per_group: int
-    stride_on: str
-    shortcut: str
-    shortcut_kernel_size: int
+    stride_on: StrideOn
+    shortcut: Shortcut
+    shortcut_kernel_size: ShortcutKernelSize
     attention: AttentionSpec
     bias: bool
     act_before_add: bool
+
+
+@dataclass(frozen=True)
+class Origins:
+    """Where a stage's overrides and block fields were written, as JSON paths into the resolved spec."""
+
+    overrides: tuple[int, ...] = ()  # the `index` of each override, in the order written: overrides[oi]
+    block: Mapping[str, JsonPath] = field(default_factory=dict)  # field -> the stage's or top-level block setting it
+    overridden: Mapping[int, Mapping[str, JsonPath]] = field(default_factory=dict)  # block index -> field -> override
+
+    def where(self, index: int, name: str) -> JsonPath | None:
+        """Where block `index` got field `name`: its first override setting it, the stage's block, the top level."""
+        return self.overridden.get(index, {}).get(name) or self.block.get(name)
 
 
 @dataclass(frozen=True)
@@ -43,7 +73,9 @@ class StageSpec:
     stride: int
     dilation: int
     block: BlockSpec
-    overrides: tuple[tuple[int, BlockSpec], ...] = ()
+    overrides: tuple[tuple[int, BlockSpec], ...] = ()  # (block index, its fields), by index
+    # Where the user wrote each part, for pointing errors at it; not part of the network, so never compared.
+    origins: Origins = field(default_factory=Origins, compare=False, hash=False, repr=False)
 
     def block_at(self, index: int) -> BlockSpec:
         for i, b in self.overrides:
@@ -58,9 +90,11 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class StemSpec:
-    type: str
+    """The stem: its convs (from type and width), whether they have norm and bias, and the pool after them."""
+
+    type: StemType
     width: int
-    pool: str
+    pool: StemPool
     norm: bool
     bias: bool
 
@@ -75,7 +109,9 @@ class StemSpec:
 
 @dataclass(frozen=True)
 class NormSpec:
-    type: str
+    """The norm layer every conv is followed by; `groups` applies to groupnorm only."""
+
+    type: NormType
     eps: float
     momentum: float
     groups: int
@@ -83,13 +119,15 @@ class NormSpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
+    """The classifier: global average pool, dropout, and a linear layer to `num_classes`."""
+
     num_classes: int
     dropout: float
 
 
 @dataclass(frozen=True)
 class ResNetSpec:
-    """A whole network. `data` is the resolved spec (extends merged) as plain data."""
+    """A whole network. `data` is the resolved spec (extends merged) as plain data, outside eq and hash."""
 
     name: str
     description: str
@@ -99,20 +137,21 @@ class ResNetSpec:
     stages: tuple[StageSpec, ...]
     head: HeadSpec | None
     norm: NormSpec
-    activation: str
-    anti_alias: str
+    activation: Activation
+    anti_alias: AntiAlias
     zero_init_residual: bool
     drop_path_rate: float
-    output_stride: int | None
+    output_stride: OutputStride | None
     features: tuple[int, ...] | None
-    data: dict
+    # Plain data for checkpoints and exports; two specs that build the same network are equal whatever it holds.
+    data: dict[str, Any] = field(compare=False, hash=False)
 
     @property
     def num_blocks(self) -> int:
         return sum(s.blocks for s in self.stages)
 
 
-def merge_block(base: dict, over: dict) -> dict:
+def merge_block(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """Block fields `over` laid on `base`; the nested attention mapping merges key by key."""
     out = dict(base)
     for k, v in over.items():
@@ -120,7 +159,7 @@ def merge_block(base: dict, over: dict) -> dict:
     return out
 
 
-def resolve_block(fields: dict) -> BlockSpec:
+def resolve_block(fields: Mapping[str, Any]) -> BlockSpec:
     """The typed block from complete block fields: attention defaults filled, expansion resolved."""
     f = dict(fields)
     f["attention"] = AttentionSpec(**{**defaults("attention"), **f.get("attention", {})})
@@ -129,18 +168,33 @@ def resolve_block(fields: dict) -> BlockSpec:
     return BlockSpec(**f)
 
 
-def from_data(data: dict, name: str) -> ResNetSpec:
+def _origins(si: int, top_block: Mapping[str, Any], stage: Mapping[str, Any]) -> Origins:
+    """Where stage si's overrides and block fields were written in the spec data."""
+    block: dict[str, JsonPath] = {k: ("block", k) for k in top_block}
+    block.update({k: ("stages", si, "block", k) for k in stage.get("block") or {}})
+    overrides = stage.get("overrides") or ()
+    overridden: dict[int, dict[str, JsonPath]] = {}
+    for oi, o in enumerate(overrides):
+        fields = overridden.setdefault(o["index"], {})
+        for k in o["block"]:
+            fields.setdefault(k, ("stages", si, "overrides", oi, "block", k))
+    return Origins(tuple(o["index"] for o in overrides), block, overridden)
+
+
+def _stage(si: int, stage: Mapping[str, Any], top_block: Mapping[str, Any]) -> StageSpec:
+    """Stage si of the spec data, typed, with every default filled; `top_block` is the spec's own `block`."""
+    s = {**defaults("stage"), **stage}
+    stage_block = merge_block(merge_block(defaults("block"), top_block), s.get("block") or {})
+    overrides = tuple(sorted(((o["index"], resolve_block(merge_block(stage_block, o["block"])))
+                              for o in s.get("overrides") or ()), key=lambda ib: ib[0]))
+    return StageSpec(s["channels"], s["blocks"], s["stride"], s["dilation"], resolve_block(stage_block), overrides,
+                     _origins(si, top_block, s))
+
+
+def from_data(data: dict[str, Any], name: str) -> ResNetSpec:
     """Build the typed spec from schema-valid data, filling every default from the schema."""
     top = {**defaults(""), **data}
-    block_defaults = merge_block(defaults("block"), data.get("block") or {})
-    stages = []
-    for s in data["stages"]:
-        s = {**defaults("stage"), **s}
-        stage_block = merge_block(block_defaults, s.get("block") or {})
-        overrides = tuple(sorted(((o["index"], resolve_block(merge_block(stage_block, o["block"])))
-                                  for o in s.get("overrides") or ()), key=lambda ib: ib[0]))
-        stages.append(StageSpec(s["channels"], s["blocks"], s["stride"], s["dilation"],
-                                resolve_block(stage_block), overrides))
+    top_block = data.get("block") or {}
     stem = {**defaults("stem"), **(data.get("stem") or {})}
     if stem["pool"] is None:
         stem["pool"] = "none" if stem["type"] == "cifar" else "max"
@@ -152,7 +206,7 @@ def from_data(data: dict, name: str) -> ResNetSpec:
         in_channels=inp["channels"],
         input_size=inp["size"],
         stem=StemSpec(**stem),
-        stages=tuple(stages),
+        stages=tuple(_stage(si, s, top_block) for si, s in enumerate(data["stages"])),
         head=None if head is None else HeadSpec(**{**defaults("head"), **head}),
         norm=NormSpec(**{**defaults("norm"), **(data.get("norm") or {})}),
         activation=top["activation"],
@@ -166,7 +220,7 @@ def from_data(data: dict, name: str) -> ResNetSpec:
 
 
 def with_num_classes(spec: ResNetSpec, num_classes: int) -> ResNetSpec:
-    """The same spec with its classifier resized (a head is added if it had none)."""
+    """The same spec with its classifier resized (a head is added if it had none); `data` is copied, not changed."""
     head = HeadSpec(num_classes, spec.head.dropout if spec.head else 0.0)
     data = {**spec.data, "head": {**(spec.data.get("head") or {}), "num_classes": num_classes}}
     return replace(spec, head=head, data=data)

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 _YAML11_WORDS = ("y", "n", "yes", "no", "on", "off", "true", "false", "null", "~")
 
 
 def _scalar(v: object) -> str:
+    """A scalar as YAML text that PyYAML (YAML 1.1) and load_yaml (YAML 1.2) both read back as the same value."""
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -36,7 +39,7 @@ def flow(v: object) -> str:
     return _scalar(v)
 
 
-def to_yaml(data: dict, comment: str) -> str:
+def to_yaml(data: Mapping[str, Any], comment: str) -> str:
     """Spec data as YAML in the shipped specs' style: one line per field, one per stage."""
     lines = [f"# {line}" for line in comment.splitlines()]
     for k, v in data.items():

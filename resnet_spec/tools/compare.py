@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ..errors import InputError
 from ..spec.types import ResNetSpec
@@ -102,13 +104,16 @@ def randomise_norms_(model: nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
-                if m.weight is not None:
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                if getattr(m, "running_mean", None) is not None:
-                    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            if not isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+                continue
+            weight, bias = m.weight, m.bias
+            if isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor):
+                weight.copy_(torch.rand(weight.shape, generator=g) + 0.5)
+                bias.copy_(torch.randn(bias.shape, generator=g) * 0.1)
+            mean, var = getattr(m, "running_mean", None), getattr(m, "running_var", None)
+            if isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor):
+                mean.copy_(torch.randn(mean.shape, generator=g) * 0.1)
+                var.copy_(torch.rand(var.shape, generator=g) + 0.5)
 
 
 def key_diff(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> KeyDiff:
@@ -120,13 +125,14 @@ def key_diff(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> 
     return KeyDiff(len(ours), len(theirs), missing, extra, mismatched)
 
 
-def _flat(out: object) -> list[torch.Tensor]:
-    return list(out) if isinstance(out, (list, tuple)) else [out]
+def _flat(out: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """A model's output as a list: one logits tensor, or the feature maps a `features:` spec returns."""
+    return [out] if isinstance(out, torch.Tensor) else list(out)
 
 
 def max_differences(a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
     """max|a - b| and that over max|b|, NaN when any output is NaN (Python's max() would drop a NaN)."""
-    diffs = torch.stack([(p.double() - q.double()).abs().max() for p, q in zip(a, b)]).max().item()
+    diffs = torch.stack([(p.double() - q.double()).abs().max() for p, q in zip(a, b, strict=True)]).max().item()
     scale = torch.stack([q.double().abs().max() for q in b]).max().item()
     return diffs, (diffs / scale if scale > 0 else diffs)
 
@@ -134,10 +140,10 @@ def max_differences(a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float
 def _run_traced(model: nn.Module, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
     """The outputs of the named modules during model(x), in the order they finished."""
     seen: dict[str, torch.Tensor] = {}
-    hooks = []
+    hooks: list[RemovableHandle] = []
     for name, m in model.named_modules():
         if name in names:
-            def keep(mod, inp, out, name=name):
+            def keep(mod: nn.Module, inp: tuple[object, ...], out: object, name: str = name) -> None:
                 if isinstance(out, torch.Tensor):
                     seen[name] = out.detach().clone()  # a later in-place ReLU would change it
             hooks.append(m.register_forward_hook(keep))
@@ -156,7 +162,7 @@ def output_diff(ours: nn.Module, theirs: nn.Module, x: torch.Tensor) -> OutputDi
     with torch.no_grad():
         a, b = _flat(ours(x)), _flat(theirs(x))
     tol = TOLERANCE.get(x.dtype, 1e-5)
-    shapes_match = len(a) == len(b) and all(p.shape == q.shape for p, q in zip(a, b))
+    shapes_match = len(a) == len(b) and all(p.shape == q.shape for p, q in zip(a, b, strict=True))
     max_abs, rel = max_differences(a, b) if shapes_match else (math.nan, math.nan)
     first = None if shapes_match and rel <= tol else _first_difference(ours, theirs, x, tol)
     return OutputDiff(str(x.dtype).removeprefix("torch."), str(x.device), tuple(x.shape), max_abs, rel, tol,
@@ -180,7 +186,7 @@ def compare_to_model(spec: ResNetSpec, theirs: nn.Module, input_size: int, batch
                      dtype: torch.dtype, seed: int) -> tuple[KeyDiff, OutputDiff | None]:
     """Key diff of the spec's model (on the meta device) with `theirs`; if the keys match, build the spec's
     model around the reference's tensors (a strict load, no copy, no random init) and compare outputs."""
-    from ..model.analysis import meta_model
+    from ..model.build import meta_model
     from ..model.factory import build_model
     keys = key_diff(meta_model(spec).state_dict(), theirs.state_dict())
     if not keys.same:

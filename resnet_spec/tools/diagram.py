@@ -14,7 +14,9 @@ WIDTH, BOX_W, LEFT = 560, 380, 30
 GAP = 46          # vertical room for an arrow and its shape label
 LINE = 17         # text line height
 CHARS = 52        # characters of 13 px text that fit in a box
+_STEM_LABELS = {"deep_tiered": "tiered"}  # a stem of several convs is labelled by its type, or by this
 FILL = {"input": "#f2f2f2", "stem": "#e3e3e3", "basic": "#dbe9f8", "bottleneck": "#dcefdc", "head": "#fbe5cc"}
+STAGE_FILL = "#e6e0f4"  # a block type without a colour of its own: a new type needs no edit here
 
 
 def _count(n: int, unit: str) -> str:
@@ -29,10 +31,11 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _stem_lines(spec: ResNetSpec) -> list[str]:
-    st = spec.stem
-    convs = {"conv7x7": "7x7 conv stride 2", "cifar": "3x3 conv stride 1",
-             "deep": f"deep: 3x3 convs {st.width}, {st.width}, {2 * st.width}",
-             "deep_tiered": f"tiered: 3x3 convs {3 * (st.width // 4)}, {st.width}, {2 * st.width}"}[st.type]
+    st, c = spec.stem, spec.stem.convs
+    if len(c.widths) == 1:
+        convs = f"{c.kernel}x{c.kernel} conv stride {c.stride}"
+    else:
+        convs = f"{_STEM_LABELS.get(st.type, st.type)}: {c.kernel}x{c.kernel} convs {', '.join(map(str, c.widths))}"
     pool = {"max": "3x3 max pool stride 2", "conv": "3x3 conv stride 2 as pool", "none": "no pool"}[st.pool]
     return [f"stem: {convs}", f"{'norm, ' if st.norm else ''}{spec.activation}, {pool}"]
 
@@ -102,8 +105,8 @@ def render_svg(spec: ResNetSpec, rows: list[Row], input_size: int) -> str:
         cost = [f"{_count(row.params, 'params')}, {row.macs / 1e6:,.1f} MMACs"] if row and row.params else []
         h = LINE * (len(lines) + len(cost)) + 14
         parts.append(f'<g class="box {kind}" id={quoteattr(ident)}>')
-        parts.append(f'<rect x="{LEFT}" y="{y}" width="{BOX_W}" height="{h}" rx="6" fill="{FILL[kind]}" '
-                     'stroke="#555"/>')
+        fill = FILL.get(kind, STAGE_FILL)
+        parts.append(f'<rect x="{LEFT}" y="{y}" width="{BOX_W}" height="{h}" rx="6" fill="{fill}" stroke="#555"/>')
         for k, text in enumerate(lines + cost):
             cls = ' class="title"' if k == 0 else (' class="cost"' if k >= len(lines) else "")
             parts.append(f'<text{cls} x="{LEFT + 12}" y="{y + 20 + k * LINE}">{escape(text)}</text>')

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import format_path
 from ..spec.types import ResNetSpec, merge_block, resolve_block  # the one place block defaults are resolved
@@ -30,7 +31,7 @@ class StageCost:
     macs_b: int | None
 
 
-def effective(spec: ResNetSpec) -> dict:
+def effective(spec: ResNetSpec) -> dict[str, Any]:
     """The spec's fields as data, with every default filled in, in the spec language's own layout.
 
     The top-level `block` is shown whole; a stage's `block` and `overrides` only as written, since
@@ -55,7 +56,7 @@ def effective(spec: ResNetSpec) -> dict:
     }
 
 
-def _walk(a: object, b: object, path: tuple, out: list[FieldChange]) -> None:
+def _walk(a: object, b: object, path: tuple[str | int, ...], out: list[FieldChange]) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in dict.fromkeys([*a, *b]):
             _walk(a.get(k, ABSENT), b.get(k, ABSENT), path + (k,), out)
@@ -83,5 +84,6 @@ def stage_costs(a: ResNetSpec, b: ResNetSpec) -> list[StageCost]:
     out = []
     for n in names:
         ra, rb = rows_a.get(n), rows_b.get(n)
-        out.append(StageCost(n, ra and ra.params, rb and rb.params, ra and ra.macs, rb and rb.macs))
+        out.append(StageCost(n, ra.params if ra else None, rb.params if rb else None,
+                             ra.macs if ra else None, rb.macs if rb else None))
     return out

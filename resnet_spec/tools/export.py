@@ -5,6 +5,9 @@ written: state_dict and safetensors tensor by tensor (they must be equal), Torch
 running them against the torch model on a batch size other than the one traced, so a batch axis
 fixed by accident is caught. Only checked bytes are written (atomically), and the file is then read
 back and compared byte for byte. A failed check leaves the target as it was.
+
+EXPORTERS is the one table of formats. torch is imported when an exporter runs, not with this module,
+so the CLI takes its --format choices from the table without importing torch.
 """
 from __future__ import annotations
 
@@ -12,18 +15,20 @@ import hashlib
 import io
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-import torch
-from torch import nn
-
-from ..errors import InputError
-from .compare import max_differences
-from ..fileio import OutputError, atomic_write
+from ..errors import InputError, OutputError
+from ..fileio import atomic_write
+from ..registry import lookup
 from ..spec.types import ResNetSpec
 
-FORMATS = ("torchscript", "onnx", "safetensors", "state_dict")
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 EXPORT_HINT = 'pip install "resnet-spec[export]"'
 # max|exported - torch| / max|torch| allowed. TorchScript runs the same kernels; ONNX Runtime sums in
 # another order (and fuses conv + BN), which costs float32 a few ulps per layer.
@@ -47,17 +52,27 @@ class ExportCheck:
         return self.max_rel <= self.tolerance
 
 
-def _flat(out: object) -> list[torch.Tensor]:
-    return list(out) if isinstance(out, (list, tuple)) else [out]
+class Exporter(Protocol):
+    """Writes `model` to `path` in one format once the bytes read back pass their check."""
+
+    def __call__(self, model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed: int) -> ExportCheck: ...
+
+
+def _flat(out: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """A model's output as a list: one logits tensor, or the feature maps a `features:` spec returns."""
+    import torch
+    return [out] if isinstance(out, torch.Tensor) else list(out)
 
 
 def _diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
-    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+    from .compare import max_differences
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b, strict=True)):
         raise InputError("export check failed: the file read back gives outputs of other shapes")
     return max_differences(a, b)
 
 
 def _tensors_equal(saved: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> tuple[float, float]:
+    import torch
     if saved.keys() != loaded.keys():
         raise InputError("export check failed: the file read back has other keys")
     bad = [k for k in saved if saved[k].dtype != loaded[k].dtype or not torch.equal(saved[k], loaded[k])]
@@ -67,6 +82,7 @@ def _tensors_equal(saved: dict[str, torch.Tensor], loaded: dict[str, torch.Tenso
 
 
 def _inputs(spec: ResNetSpec, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(2, spec.in_channels, size, size, generator=g),
             torch.randn(3, spec.in_channels, size, size, generator=g))
@@ -82,7 +98,9 @@ def _write(path: Path, blob: bytes) -> None:
         raise InputError(f"{path}: the file read back differs from the bytes written")
 
 
-def export_state_dict(model: nn.Module, path: Path) -> ExportCheck:
+def export_state_dict(model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed: int) -> ExportCheck:
+    """The state_dict through torch.save; read back with weights_only=True, every tensor equal."""
+    import torch
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     buf = io.BytesIO()
     torch.save(sd, buf)
@@ -93,7 +111,8 @@ def export_state_dict(model: nn.Module, path: Path) -> ExportCheck:
     return check
 
 
-def export_safetensors(model: nn.Module, spec: ResNetSpec, path: Path) -> ExportCheck:
+def export_safetensors(model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed: int) -> ExportCheck:
+    """The state_dict as safetensors, the spec in its metadata; read back, every tensor equal."""
     try:
         from safetensors.torch import load, save
     except ImportError:
@@ -108,6 +127,8 @@ def export_safetensors(model: nn.Module, spec: ResNetSpec, path: Path) -> Export
 
 
 def export_torchscript(model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed: int) -> ExportCheck:
+    """Traced at batch 2, loaded back and run at batch 3 against the torch model."""
+    import torch
     x2, x3 = _inputs(spec, size, seed)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, and says so each call
@@ -125,6 +146,8 @@ def export_torchscript(model: nn.Module, spec: ResNetSpec, path: Path, size: int
 
 
 def export_onnx(model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed: int) -> ExportCheck:
+    """ONNX with a dynamic batch axis; run by onnxruntime at batch 2 and 3 against the torch model."""
+    import torch
     try:
         import onnx
         import onnxruntime as ort
@@ -138,7 +161,9 @@ def export_onnx(model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         # The TorchScript-based exporter: the dynamo one needs onnxscript, which the extra does not pull in.
-        torch.onnx.export(model, (x2,), buf, dynamo=False, opset_version=OPSET, input_names=["input"],
+        # It writes to a file object as well as to a path; torch's type hint names paths only.
+        torch.onnx.export(model, (x2,), buf, dynamo=False,  # type: ignore[arg-type]
+                          opset_version=OPSET, input_names=["input"],
                           output_names=outputs, dynamic_axes={n: {0: "batch"} for n in ["input"] + outputs})
     proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)
@@ -165,18 +190,26 @@ def _passed(check: ExportCheck, path: Path, blob: bytes) -> ExportCheck:
     return check
 
 
+# Format name -> exporter, in the order `--help` lists them.
+EXPORTERS: dict[str, Exporter] = {
+    "torchscript": export_torchscript,
+    "onnx": export_onnx,
+    "safetensors": export_safetensors,
+    "state_dict": export_state_dict,
+}
+FORMATS = tuple(EXPORTERS)
+
+
 def export(model: nn.Module, spec: ResNetSpec, fmt: str, path: str | Path, size: int, seed: int) -> ExportCheck:
-    """Serialise `model` (in eval mode, on the CPU) as `fmt`, check the bytes loaded back, write them atomically."""
+    """Serialise `model` (in eval mode, on the CPU) as `fmt`, check the bytes loaded back, write them atomically.
+
+    `fmt` is a name in EXPORTERS; ValueError for any other.
+    """
+    exporter = lookup(EXPORTERS, "export format", fmt)
     path = Path(path)
     model = model.cpu().eval()
-    exporters = {"state_dict": lambda: export_state_dict(model, path),
-                 "safetensors": lambda: export_safetensors(model, spec, path),
-                 "torchscript": lambda: export_torchscript(model, spec, path, size, seed),
-                 "onnx": lambda: export_onnx(model, spec, path, size, seed)}
-    if fmt not in exporters:
-        raise InputError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
     try:
-        return exporters[fmt]()
+        return exporter(model, spec, path, size, seed)
     except (InputError, OutputError):
         raise
     except Exception as e:  # the exporter's own failure (a graph it cannot trace, ONNX's 2 GB protobuf limit)

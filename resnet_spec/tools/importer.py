@@ -9,36 +9,39 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any
 
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from ..spec.types import ResNetSpec
+from ..spec.yamlwrite import to_yaml
 from .compare import Reference, key_diff
 from .structure import STEM_NAMES, Reader, Unfit, is_norm, norm_fields, unfit
-from ..spec.yamlwrite import to_yaml
 
 
-def _mode(values: list) -> object:
+def _mode(values: list[Any]) -> Any:
     """The most common value (the first seen on a tie); values may be dicts."""
     counts = Counter(json.dumps(v, sort_keys=True) for v in values)
     best = max(counts.values())
     return next(v for v in values if counts[json.dumps(v, sort_keys=True)] == best)
 
 
-def _consolidate(fields: list[dict]) -> dict:
+def _consolidate(fields: list[dict[str, Any]]) -> dict[str, Any]:
     """Per field, the most common value among the blocks that show it."""
     keys = dict.fromkeys(k for f in fields for k in f)
     return {k: _mode([f[k] for f in fields if k in f]) for k in keys}
 
 
-def _default_block(kind: str) -> dict:
+def _default_block(kind: str) -> dict[str, Any]:
     from ..spec.schema import defaults
     return {**defaults("block"), "attention": {"type": "none"}, "type": kind}
 
 
-def _stages(r: Reader, names: list[str], read: list[list[tuple[dict, dict]]], top: dict) -> list[dict]:
+def _stages(r: Reader, names: list[str], read: list[list[tuple[dict[str, Any], dict[str, Any]]]],
+            top: dict[str, Any]) -> list[dict[str, Any]]:
     stages = []
-    for si, (name, blocks) in enumerate(zip(names, read)):
+    for si, (name, blocks) in enumerate(zip(names, read, strict=True)):
         g0 = blocks[0][1]
         for j, (_, g) in enumerate(blocks):
             if g["channels"] != g0["channels"]:
@@ -47,7 +50,7 @@ def _stages(r: Reader, names: list[str], read: list[list[tuple[dict, dict]]], to
         later = [g["dilation"] for _, g in blocks if g["dilation"]] + [g["first_dilation"] for _, g in blocks[1:]]
         if not later and si + 1 < len(read):
             later = [read[si + 1][0][1]["first_dilation"]]
-        stage = {"channels": g0["channels"], "blocks": len(blocks), "stride": g0["stride"]}
+        stage: dict[str, Any] = {"channels": g0["channels"], "blocks": len(blocks), "stride": g0["stride"]}
         if later and later[0] != 1:
             stage["dilation"] = later[0]
         mode = _consolidate([f for f, _ in blocks])
@@ -63,13 +66,14 @@ def _stages(r: Reader, names: list[str], read: list[list[tuple[dict, dict]]], to
     return stages
 
 
-def spec_data(ref: Reference, model: nn.Module) -> dict:
+def spec_data(ref: Reference, model: nn.Module) -> dict[str, Any]:
     """The spec data that describes `model`, read from its modules."""
     from ..spec.schema import defaults
     r = Reader(ref, model)
-    names = []
-    while isinstance(getattr(model, f"layer{len(names) + 1}", None), nn.Sequential):
-        names.append(f"layer{len(names) + 1}")
+    stages: list[nn.Sequential] = []
+    while isinstance(stage := getattr(model, f"layer{len(stages) + 1}", None), nn.Sequential):
+        stages.append(stage)
+    names = [f"layer{i + 1}" for i in range(len(stages))]
     for child, _ in model.named_children():
         if child not in STEM_NAMES and child not in names:
             raise r.unfit(child, "a ResNet has a stem (conv1, bn1, maxpool), stages layer1..N and a head (fc)")
@@ -77,8 +81,8 @@ def spec_data(ref: Reference, model: nn.Module) -> dict:
         raise unfit(ref, "layer1", None, "a ResNet's stages are modules named layer1, layer2, ...")
     stem, in_channels, stem_aa = r.stem()
     activation = r.activation("act1" if hasattr(model, "act1") else "relu")
-    read = [[r.block(f"{s}.{j}") for j in range(len(model.get_submodule(s)))] for s in names]
-    for n, m in model.named_modules():  # one activation everywhere: the spec has a single `activation`
+    read = [[r.block(f"{s}.{j}") for j in range(len(stage))] for s, stage in zip(names, stages, strict=True)]
+    for n, _ in model.named_modules():  # one activation everywhere: the spec has a single `activation`
         if n.startswith("layer") and n.rpartition(".")[2] in ("act1", "act2", "act3", "relu") \
                 and r.activation(n) != activation:
             raise r.unfit(n, f"every activation must be the stem's ({activation})")
@@ -99,8 +103,8 @@ def spec_data(ref: Reference, model: nn.Module) -> dict:
 
     fields = [f for blocks in read for f, _ in blocks]
     top = _consolidate(fields)
-    data: dict = {"spec_version": 1, "name": ref.name,
-                  "description": f"{ref}, read from its module structure by resnet-spec import"}
+    data: dict[str, Any] = {"spec_version": 1, "name": ref.name,
+                            "description": f"{ref}, read from its module structure by resnet-spec import"}
     if in_channels != 3:
         data["input"] = {"channels": in_channels}
     data["stem"] = stem
@@ -108,9 +112,10 @@ def spec_data(ref: Reference, model: nn.Module) -> dict:
     data["block"] = {"type": top["type"], **{k: v for k, v in top.items() if k != "type" and base.get(k) != v}}
     # Fields the consolidated top-level block leaves at their defaults are compared against those defaults.
     data["stages"] = _stages(r, names, read, {**base, **data["block"]})
-    head: dict = {"num_classes": fc.out_features}
-    if float(getattr(model, "drop_rate", 0.0) or 0.0) > 0:
-        head["dropout"] = float(model.drop_rate)
+    head: dict[str, Any] = {"num_classes": fc.out_features}
+    drop_rate = float(getattr(model, "drop_rate", 0.0) or 0.0)
+    if drop_rate > 0:
+        head["dropout"] = drop_rate
     data["head"] = head
     if norm and {**defaults("norm"), **norm} != defaults("norm"):
         data["norm"] = norm
@@ -118,7 +123,7 @@ def spec_data(ref: Reference, model: nn.Module) -> dict:
         data["activation"] = activation
     if aa_kinds - {"none"}:
         data["anti_alias"] = (aa_kinds - {"none"}).pop()
-    if _zero_init(model, names):
+    if _zero_init(stages):
         data["zero_init_residual"] = True
     last_drop = read[-1][-1][1]["drop_path"]
     if last_drop > 0:
@@ -126,11 +131,11 @@ def spec_data(ref: Reference, model: nn.Module) -> dict:
     return data
 
 
-def _zero_init(model: nn.Module, stages: list[str]) -> bool:
+def _zero_init(stages: list[nn.Sequential]) -> bool:
     """Whether every block's last norm weight is zero: the reference's zero_init_residual (timm's zero_init_last)."""
     lasts = []
-    for s in stages:
-        for b in model.get_submodule(s):
+    for stage in stages:
+        for b in stage:
             n = getattr(b, "bn3", None) or getattr(b, "bn2", None)
             if n is None or getattr(n, "weight", None) is None or n.weight.is_meta:
                 return False
@@ -138,7 +143,7 @@ def _zero_init(model: nn.Module, stages: list[str]) -> bool:
     return bool(lasts) and all(not w.any() for w in lasts)
 
 
-def _signature(m: nn.Module) -> tuple | None:
+def _signature(m: nn.Module) -> tuple[object, ...] | None:
     """What a module computes, for the modules that carry weights or change the resolution."""
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         return ("conv", m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
@@ -154,19 +159,25 @@ def _signature(m: nn.Module) -> tuple | None:
     return None
 
 
-def check_fit(ref: Reference, model: nn.Module, data: dict) -> None:
-    """Build `data` on the meta device and refuse it, naming a module, unless it matches `model` module by module."""
+def _valid_spec(ref: Reference, data: dict[str, Any]) -> ResNetSpec:
+    """`data` as a spec, through the schema and the rules; Unfit naming the first problem."""
     from ..spec import rules, schema
-    from ..model.analysis import meta_model
     from ..spec.resolve import Resolved
     from ..spec.types import from_data
     res = Resolved(str(ref), data, {}, {}, {}, [str(ref)])
     errors = schema.check(res)
-    spec = from_data(data, ref.name) if not errors else None
-    errors = errors or rules.check(spec, res)
-    if errors:
-        raise Unfit(f"{ref}: the spec read from its modules is invalid: {errors[0].path}: {errors[0].message}")
-    ours = meta_model(spec)
+    if not errors:
+        spec = from_data(data, ref.name)
+        errors = rules.check(spec, res)
+        if not errors:
+            return spec
+    raise Unfit(f"{ref}: the spec read from its modules is invalid: {errors[0].path}: {errors[0].message}")
+
+
+def check_fit(ref: Reference, model: nn.Module, data: dict[str, Any]) -> None:
+    """Build `data` on the meta device and refuse it, naming a module, unless it matches `model` module by module."""
+    from ..model.build import meta_model
+    ours = meta_model(_valid_spec(ref, data))
     keys = key_diff(ours.state_dict(), model.state_dict())
     for key, *shapes in keys.missing + keys.extra + keys.mismatched:
         module = key.rpartition(".")[0]
@@ -181,7 +192,7 @@ def check_fit(ref: Reference, model: nn.Module, data: dict) -> None:
             raise unfit(ref, name, theirs.get(name), f"the nearest spec builds {built} there")
 
 
-def import_model(ref: Reference, model: nn.Module) -> tuple[dict, str]:
+def import_model(ref: Reference, model: nn.Module) -> tuple[dict[str, Any], str]:
     """The spec data of `model`, checked to build the same structure, and its YAML text."""
     data = spec_data(ref, model)
     check_fit(ref, model, data)

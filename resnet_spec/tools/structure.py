@@ -4,16 +4,20 @@ Every refusal is an Unfit error that names the module with no spelling in the sp
 """
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 from torch import nn
 from torch.nn.modules.utils import _pair
 
 from ..errors import InputError
+from ..model.blocks import BLOCKS
+from ..model.layers import ACTIVATIONS, eca_kernel_size, se_channels
+from ..spec.schema import defaults
+from ..spec.stem import STEMS, StemConvs, stem_convs
 from .compare import Reference
-from ..model.layers import make_divisible
 
-_ACTS = {nn.ReLU: "relu", nn.SiLU: "silu", nn.GELU: "gelu", nn.LeakyReLU: "leaky_relu", nn.Identity: "none"}
+# The module type each of the spec's activations builds, read back to its name.
+_ACTS = {type(make()): name for name, make in ACTIVATIONS.items()}
 STEM_NAMES = {"conv1", "bn1", "relu", "act1", "maxpool", "avgpool", "global_pool", "fc"}
 _BLOCK_NAMES = {"conv1", "bn1", "act1", "relu", "conv2", "bn2", "drop_block", "act2", "aa", "conv3", "bn3", "act3",
                 "se", "downsample", "drop_path"}
@@ -67,26 +71,24 @@ class Reader:
         conv1 = getattr(self.model, "conv1", None)
         if conv1 is None:
             raise unfit(self.ref, "conv1", None, "a ResNet's stem is a module named conv1; this model has none")
-        bias = False
         if isinstance(conv1, nn.Conv2d):
-            geometry = (conv1.kernel_size, conv1.stride, conv1.padding)
-            if geometry == ((7, 7), (2, 2), (3, 3)):
-                kind = "conv7x7"
-            elif geometry == ((3, 3), (1, 1), (1, 1)):
-                kind = "cifar"
-            else:
-                raise self.unfit("conv1", "a single stem conv must be 7x7 stride 2 or 3x3 stride 1")
-            width, in_ch, bias = conv1.out_channels, conv1.in_channels, conv1.bias is not None
+            convs = [conv1]
         elif isinstance(conv1, nn.Sequential) and len(conv1) == 7 and all(
                 isinstance(conv1[i], nn.Conv2d) for i in (0, 3, 6)) and is_norm(conv1[1]) and is_norm(conv1[4]):
-            w0, width, out = conv1[0].out_channels, conv1[3].out_channels, conv1[6].out_channels
-            if out != 2 * width or w0 not in (width, 3 * (width // 4)):
-                raise self.unfit("conv1", f"deep stem widths ({w0}, {width}, {out}) are neither (w, w, 2w) "
-                                          "nor (3w/4, w, 2w)")
-            kind = "deep" if w0 == width else "deep_tiered"
-            in_ch, bias = conv1[0].in_channels, conv1[0].bias is not None
+            convs = [m for m in conv1 if isinstance(m, nn.Conv2d)]
         else:
             raise self.unfit("conv1", "the stem must be one conv or a deep stem of three 3x3 convs")
+        first = convs[0]
+        k, st = first.kernel_size, first.stride
+        seen = StemConvs(tuple(c.out_channels for c in convs), k[0], st[0])
+        # The stem type, and its width w, whose geometry (spec/stem.py) is exactly these convs'.
+        match = next(((t, w) for t in STEMS for w in seen.widths if stem_convs(t, w) == seen), None)
+        if match is None or k[0] != k[1] or st[0] != st[1] or first.padding != (seen.padding, seen.padding):
+            raise self.unfit("conv1", f"stem convs of widths {', '.join(map(str, seen.widths))}, the first "
+                                      f"{k[0]}x{k[1]} stride {st[0]}, make none of the spec's stem types "
+                                      f"({', '.join(STEMS)})")
+        kind, width = match
+        in_ch, bias = first.in_channels, first.bias is not None
         pool, aa = self.stem_pool()
         stem = {"type": kind, "width": width, "pool": pool}
         if part(self.model, "bn1") is None:
@@ -125,39 +127,21 @@ class Reader:
         for child, _ in b.named_children():
             if child not in _BLOCK_NAMES:
                 raise self.unfit(f"{name}.{child}", "a residual block has no such part in the spec language")
-        conv1, conv2, conv3 = (part(b, c) for c in ("conv1", "conv2", "conv3"))
-        if not isinstance(conv1, nn.Conv2d) or not isinstance(conv2, nn.Conv2d):
-            raise self.unfit(name, "a residual block needs convs named conv1 and conv2")
+        # The block type whose branch has exactly these convs (BLOCKS[type].convs).
+        present = {c: m for c, m in b.named_children() if c.startswith("conv") and not isinstance(m, nn.Identity)}
+        conv = {c: m for c, m in present.items() if isinstance(m, nn.Conv2d)}
+        kind = next((k for k, cls in BLOCKS.items() if set(cls.convs) == set(present)), None)
+        if kind is None or len(conv) != len(present):
+            raise self.unfit(name, "a residual block's convs are " + " or ".join(
+                f"{', '.join(cls.convs)} ({k})" for k, cls in BLOCKS.items()))
         if part(b, "drop_block") is not None:
             raise self.unfit(f"{name}.drop_block", "DropBlock has no spelling in the spec language")
         aa = part(b, "aa")
         aa_stride = _pair(aa.stride)[0] if aa is not None else None
-        f: dict = {"bias": conv1.bias is not None}
-        if conv3 is None:
-            planes = conv1.out_channels
-            f.update(type="basic", expansion=None if conv2.out_channels == planes else conv2.out_channels // planes)
-            stride = aa_stride or conv1.stride[0]
-            first_dilation, dilation = conv1.dilation[0], conv2.dilation[0]
-        else:
-            expansion = getattr(type(b), "expansion", 4)
-            planes, width, groups = conv3.out_channels // expansion, conv2.out_channels, conv2.groups
-            wpg = (width // groups) * 64 // planes if planes else 0
-            if planes * expansion != conv3.out_channels or wpg < 1 or int(planes * wpg / 64) * groups != width:
-                raise self.unfit(f"{name}.conv2", f"inner width {width} is not int(channels * w / 64) * groups "
-                                                  f"for channels {conv3.out_channels} / {expansion}")
-            f.update(type="bottleneck", expansion=None if expansion == 4 else expansion, groups=groups,
-                     width_per_group=wpg)
-            if conv1.stride[0] > 1:
-                stride, f["stride_on"] = conv1.stride[0], "1x1"
-            elif aa_stride:
-                stride = aa_stride  # where the stride sits is hidden behind the anti-aliasing pool
-            else:
-                stride = conv2.stride[0]
-                if stride > 1:
-                    f["stride_on"] = "3x3"
-            first_dilation, dilation = conv2.dilation[0], None
+        f: dict = {"bias": conv["conv1"].bias is not None, "type": kind}
+        planes, stride, first_dilation, dilation = BLOCK_READERS[kind](self, name, b, conv, f, aa_stride)
         f.update(self.shortcut(f"{name}.downsample"))
-        f["attention"] = self.attention(f"{name}.se")
+        f["attention"] = self.attention(f"{name}.se", conv[BLOCKS[kind].convs[-1]].out_channels)
         drop = part(b, "drop_path")
         geometry = {"channels": planes, "stride": stride, "first_dilation": first_dilation, "dilation": dilation,
                     "aa": self.aa_kind(f"{name}.aa") if aa is not None else "none",
@@ -175,24 +159,63 @@ class Reader:
             return {"shortcut": "avg_conv"}
         raise self.unfit(name, "a shortcut must be conv + norm, or an average pool, conv + norm")
 
-    def attention(self, name: str) -> dict:
+    def attention(self, name: str, channels: int) -> dict:
+        """The attention fields of module `name`, which gates `channels` channels."""
         parent, _, attr = name.rpartition(".")
         m = part(self.model.get_submodule(parent), attr)
         if m is None:
             return {"type": "none"}
+        default = defaults("attention")
         fc1, fc2, conv = (getattr(m, a, None) for a in ("fc1", "fc2", "conv"))
         if isinstance(fc1, nn.Conv2d) and isinstance(fc2, nn.Conv2d):
             if part(m, "bn") is not None or type(getattr(m, "act", None)) is not nn.ReLU:
                 raise self.unfit(name, "squeeze-excitation must be fc1, ReLU, fc2 without a norm")
             ch, rd = fc1.in_channels, fc1.out_channels
-            if make_divisible(ch * 0.0625, 8) == rd:
+            if se_channels(ch, default["ratio"], default["divisor"]) == rd:
                 return {"type": "se"}
             return {"type": "se", "ratio": rd / ch, "divisor": 1}
         if isinstance(conv, nn.Conv1d):
-            channels = self.model.get_submodule(parent).conv2.out_channels if not hasattr(
-                self.model.get_submodule(parent), "conv3") else self.model.get_submodule(parent).conv3.out_channels
-            t = int(abs(math.log(channels, 2) + 1) / 2)
-            if conv.kernel_size[0] != max(t if t % 2 else t + 1, 3):
-                raise self.unfit(f"{name}.conv", "ECA kernel size is not the one gamma=2, beta=1 give")
+            gamma, beta = default["gamma"], default["beta"]
+            if conv.kernel_size[0] != eca_kernel_size(channels, gamma, beta):
+                raise self.unfit(f"{name}.conv", f"ECA kernel size is not the one gamma={gamma}, beta={beta} give")
             return {"type": "eca"}
         raise self.unfit(name, "the spec's attention is squeeze-excitation (se) or ECA (eca)")
+
+
+Geometry = tuple[int, int, int, int | None]  # a block's planes, stride, first dilation and dilation
+
+
+def _read_basic(r: Reader, name: str, b: nn.Module, conv: dict[str, nn.Conv2d], f: dict,
+                aa_stride: int | None) -> Geometry:
+    """A basic block's fields into `f`, and its geometry."""
+    conv1, conv2 = conv["conv1"], conv["conv2"]
+    planes = conv1.out_channels
+    f["expansion"] = None if conv2.out_channels == planes else conv2.out_channels // planes
+    return planes, aa_stride or conv1.stride[0], conv1.dilation[0], conv2.dilation[0]
+
+
+def _read_bottleneck(r: Reader, name: str, b: nn.Module, conv: dict[str, nn.Conv2d], f: dict,
+                     aa_stride: int | None) -> Geometry:
+    """A bottleneck's fields into `f`, and its geometry; its dilation shows only in the next block (None)."""
+    conv1, conv2, conv3 = conv["conv1"], conv["conv2"], conv["conv3"]
+    expansion = getattr(type(b), "expansion", 4)
+    planes, width, groups = conv3.out_channels // expansion, conv2.out_channels, conv2.groups
+    wpg = (width // groups) * 64 // planes if planes else 0
+    if planes * expansion != conv3.out_channels or wpg < 1 or int(planes * wpg / 64) * groups != width:
+        raise r.unfit(f"{name}.conv2", f"inner width {width} is not int(channels * w / 64) * groups "
+                                       f"for channels {conv3.out_channels} / {expansion}")
+    f.update(expansion=None if expansion == 4 else expansion, groups=groups, width_per_group=wpg)
+    if conv1.stride[0] > 1:
+        stride, f["stride_on"] = conv1.stride[0], "1x1"
+    elif aa_stride:
+        stride = aa_stride  # where the stride sits is hidden behind the anti-aliasing pool
+    else:
+        stride = conv2.stride[0]
+        if stride > 1:
+            f["stride_on"] = "3x3"
+    return planes, stride, conv2.dilation[0], None
+
+
+# One reader per block type, keyed as model.blocks.BLOCKS.
+BLOCK_READERS: dict[str, Callable[[Reader, str, nn.Module, dict[str, nn.Conv2d], dict, int | None], Geometry]] = {
+    "basic": _read_basic, "bottleneck": _read_bottleneck}

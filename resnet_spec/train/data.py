@@ -1,16 +1,32 @@
-"""Image-folder data for training, evaluation and prediction: checks, transforms, and a dataset that skips bad images."""
+"""Image-folder data for training, evaluation and prediction: checks, transforms, a dataset that skips bad images."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import Dataset
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # torchvision's ImageFolder extensions, so a folder that works there works here.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # The ImageNet statistics the seed normalises with; every torchvision/timm ResNet expects them.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+
+# One image as ImageList yields it: its uint8 tensor (None when unreadable), its target, and why it was
+# skipped ("" when it was not).
+Sample = tuple[torch.Tensor | None, int, str]
+# A collated batch: the uint8 images that decoded, their targets, and the reasons for the ones skipped.
+Batch = tuple[torch.Tensor, torch.Tensor, list[str]]
+# A PIL image to a uint8 CHW tensor.
+Transform = Callable[["Image.Image"], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -34,7 +50,7 @@ def scan_split(root: str | Path, what: str) -> Split:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise InputError(f"{root}: no class subfolders in the {what} folder")
-    samples = []
+    samples: list[tuple[str, int]] = []
     for index, name in enumerate(classes):
         files = sorted(p for p in (root / name).rglob("*") if is_image(p))
         if not files:
@@ -60,14 +76,14 @@ def scan_dataset(data: str | Path) -> tuple[Split, Split]:
     return train, val
 
 
-def load_image(path: str):
+def load_image(path: str) -> Image.Image:
     """Open an image as RGB, decoding it fully now so a truncated file fails here, not inside a transform."""
     from PIL import Image
     with Image.open(path) as img:
         return img.convert("RGB")
 
 
-def transforms(image_size: int, min_scale: float = 0.08, hflip: bool = True):
+def transforms(image_size: int, min_scale: float = 0.08, hflip: bool = True) -> tuple[Transform, Transform]:
     """(train, eval) transforms: the seed's pipeline with 224 replaced by image_size, ending in uint8 tensors.
 
     The seed's ToTensor + Normalize happen batch-wise in `normalize`, on the training device (as timm's
@@ -83,13 +99,12 @@ def transforms(image_size: int, min_scale: float = 0.08, hflip: bool = True):
     return T.Compose(train + [T.PILToTensor()]), T.Compose(evaluation + [T.PILToTensor()])
 
 
-_STATS: dict = {}
+_STATS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def normalize(images, device, channels_last: bool = False):
+def normalize(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     """NCHW images in 0..255 (uint8 from disk, float from the in-memory crop) -> the float input the seed feeds:
     /255 (ToTensor), then ImageNet mean and std (Normalize)."""
-    import torch
     if device not in _STATS:
         _STATS[device] = (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
                           torch.tensor(STD, device=device).view(1, 3, 1, 1))
@@ -99,17 +114,17 @@ def normalize(images, device, channels_last: bool = False):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-class ImageList:
+class ImageList(Dataset[Sample]):
     """A map-style dataset over (path, target) pairs; a bad image yields (None, target, 'path: reason')."""
 
-    def __init__(self, samples: tuple[tuple[str, int], ...], transform) -> None:
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: Transform) -> None:
         self.samples = samples
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> Sample:
         path, target = self.samples[index]
         try:
             image = self.transform(load_image(path))
@@ -118,10 +133,9 @@ class ImageList:
         return image, target, ""
 
 
-def collate(batch):
+def collate(batch: list[Sample]) -> Batch:
     """Stack the good samples of a batch; return (images, targets, [reasons for the skipped ones])."""
-    import torch
-    good = [(x, t) for x, t, bad in batch if not bad]
+    good = [(x, t) for x, t, bad in batch if x is not None and not bad]
     skipped = [bad for _, _, bad in batch if bad]
     if not good:
         return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped

@@ -1,4 +1,4 @@
-"""scikit-learn's bundled handwritten digits written out as an ImageFolder (train/ and val/), for tests and benchmarks."""
+"""scikit-learn's bundled handwritten digits as an ImageFolder (train/ and val/), for tests and benchmarks."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +21,7 @@ def write_digits(root: str | Path, per_class: int | None = None, scale: int = 1)
     root = Path(root)
     digits = load_digits()
     taken = {c: 0 for c in range(10)}
-    for index, (pixels, label) in enumerate(zip(digits.images, digits.target)):
+    for index, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
         label = int(label)
         if per_class is not None and taken[label] >= per_class:
             continue

@@ -8,17 +8,30 @@ the per-image PIL decode and RandomResizedCrop cost as much as the model's own s
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from . import data, distributed
 from ..errors import InputError
+from . import data, distributed
+
+if TYPE_CHECKING:
+    from .loop import TrainConfig
 
 # --cache auto holds the decoded images in memory (on the training device) only up to this many bytes.
 AUTO_BUDGET = 1 << 30
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range, torchvision's default
+
+
+class Batches(Protocol):
+    """What the loop iterates each epoch (a DataLoader, or MemoryBatches), and its length in batches."""
+
+    def __iter__(self) -> Iterator[data.Batch]: ...
+
+    def __len__(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -26,9 +39,9 @@ class Loaders:
     """The train batches, the val batches, the sampler whose epoch sets the order, and which path they take:
     `cache` is "on" (in memory) or "off" (from disk), what --cache must say to take the same path again."""
 
-    train: object
-    val: object
-    sampler: DistributedSampler
+    train: Batches
+    val: Batches
+    sampler: DistributedSampler[int]
     cache: str
     note: str
 
@@ -75,7 +88,8 @@ class BatchRandomResizedCrop:
         n, _, height, width = images.shape
         index = torch.arange(n, dtype=torch.float64).unsqueeze(1)
         rois = _to(torch.cat([index, self.boxes(n, height, width)], 1).float(), images.device)
-        out = roi_align(images.float(), rois, (self.size, self.size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        out = roi_align(images.float(), rois, (self.size, self.size), spatial_scale=1.0, sampling_ratio=-1,
+                        aligned=True)
         if self.hflip:
             flip = _to(torch.rand(n) < 0.5, images.device).view(n, 1, 1, 1)
             out = torch.where(flip, out.flip(3), out)
@@ -93,7 +107,8 @@ def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 class MemoryBatches:
     """Batches gathered from images held in one tensor, in the sampler's order (or in order without one)."""
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, sampler=None,
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int,
+                 sampler: DistributedSampler[int] | None = None,
                  augment: BatchRandomResizedCrop | None = None, skipped: tuple[str, ...] = ()) -> None:
         self.images, self.targets, self.batch_size = images, targets, batch_size
         self.sampler, self.augment, self.skipped = sampler, augment, list(skipped)
@@ -101,9 +116,9 @@ class MemoryBatches:
     def __len__(self) -> int:
         return math.ceil(len(self.sampler if self.sampler is not None else self.targets) / self.batch_size)
 
-    def __iter__(self):
-        order = list(self.sampler) if self.sampler is not None else range(len(self.targets))
-        order = _to(torch.tensor(order, dtype=torch.long), self.images.device)
+    def __iter__(self) -> Iterator[data.Batch]:
+        indices = list(self.sampler) if self.sampler is not None else range(len(self.targets))
+        order = _to(torch.tensor(indices, dtype=torch.long), self.images.device)
         if not len(order) and self.skipped:  # nothing readable here: still report (and count) what was skipped
             yield self.images[:0], self.targets[:0], self.skipped
         for step, start in enumerate(range(0, len(order), self.batch_size)):
@@ -119,7 +134,8 @@ class MemoryBatches:
 def _uniform_size(train: data.Split, budget: float) -> tuple[int, int] | str:
     """The (width, height) every image shares, read from the file headers; else why the cache is not used."""
     from PIL import Image
-    first, total = None, 0
+    first: tuple[int, int] | None = None
+    total = 0
     for path, _ in train.samples:
         try:
             with Image.open(path) as img:
@@ -138,7 +154,8 @@ def _uniform_size(train: data.Split, budget: float) -> tuple[int, int] | str:
     return first
 
 
-def _decode(samples, transform, workers: int, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def _decode(samples: Sequence[tuple[str, int]], transform: data.Transform, workers: int,
+            shape: tuple[int, int, int]) -> data.Batch:
     """Every sample through `transform` into one uint8 (N, *shape) tensor, in order: (images, targets, skipped).
 
     The tensor is allocated once, so holding the data costs its size and no more; a sample that fails to
@@ -149,7 +166,8 @@ def _decode(samples, transform, workers: int, shape: tuple[int, int, int]) -> tu
     workers = min(workers, len(samples) // 5000)
     loader = DataLoader(data.ImageList(samples, transform), batch_size=64, num_workers=workers, collate_fn=list)
     images = torch.empty(len(samples), *shape, dtype=torch.uint8)
-    targets, skipped = [], []
+    targets: list[int] = []
+    skipped: list[str] = []
     for batch in loader:
         for image, target, bad in batch:
             if not bad and tuple(image.shape) != shape:
@@ -176,8 +194,8 @@ def _free_bytes(device: torch.device) -> int:
     return 2**62
 
 
-def _in_memory(cfg, train: data.Split, val: data.Split, val_samples, dist, device: torch.device,
-               val_tf) -> Loaders | str:
+def _in_memory(cfg: TrainConfig, train: data.Split, val: data.Split, val_samples: Sequence[tuple[str, int]],
+               dist: distributed.Dist, device: torch.device, val_tf: data.Transform) -> Loaders | str:
     budget = AUTO_BUDGET if cfg.cache == "auto" else math.inf
     size = _uniform_size(train, budget)
     if isinstance(size, str):
@@ -199,7 +217,9 @@ def _in_memory(cfg, train: data.Split, val: data.Split, val_samples, dist, devic
     if len(set(counts)) > 1:
         raise InputError(f"{train.root}: the ranks read different numbers of train images ({counts});"
                            " is the dataset changing, or not the same on every machine?")
-    sampler = DistributedSampler(range(len(targets)), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed)
+    # The sampler takes only the length of its dataset: one index per readable image.
+    sampler: DistributedSampler[int] = DistributedSampler(TensorDataset(targets), num_replicas=dist.world,
+                                                          rank=dist.rank, shuffle=True, seed=cfg.seed)
     augment = BatchRandomResizedCrop(cfg.image_size, (cfg.min_scale, 1.0), cfg.hflip)
     # Every rank holds all train images, so only rank 0 counts the unreadable ones.
     train_batches = MemoryBatches(images.to(device), targets.to(device), cfg.batch_size, sampler, augment,
@@ -214,8 +234,8 @@ def _in_memory(cfg, train: data.Split, val: data.Split, val_samples, dist, devic
     return Loaders(train_batches, val_batches, sampler, "on", note)
 
 
-def make(cfg, train: data.Split, val: data.Split, dist, device: torch.device) -> Loaders:
-    """The run's batches: in memory when --cache says so (auto: equal-sized images within the budget), else from disk."""
+def make(cfg: TrainConfig, train: data.Split, val: data.Split, dist: distributed.Dist, device: torch.device) -> Loaders:
+    """The run's batches: in memory when `cache` says so (auto: equal-sized images within budget), else from disk."""
     train_tf, val_tf = data.transforms(cfg.image_size, cfg.min_scale, cfg.hflip)
     # Every rank sees a disjoint slice of val with no padding, so summed counts are exact.
     val_samples = val.samples[dist.rank::dist.world]
@@ -231,10 +251,12 @@ def make(cfg, train: data.Split, val: data.Split, dist, device: torch.device) ->
     val_ds = data.ImageList(val_samples, val_tf)
     # DistributedSampler with one replica is a seeded shuffle whose order depends only on (seed, epoch):
     # that is what lets --resume replay the remaining epochs exactly.
-    sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed)
+    sampler: DistributedSampler[int] = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank,
+                                                          shuffle=True, seed=cfg.seed)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                               collate_fn=data.collate, pin_memory=pin, drop_last=False)
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
                             collate_fn=data.collate, pin_memory=pin)
-    return Loaders(train_loader, val_loader, sampler, "off", f"data: read from disk by {cfg.workers} workers ({reason})")
+    return Loaders(train_loader, val_loader, sampler, "off",
+                   f"data: read from disk by {cfg.workers} workers ({reason})")

@@ -8,15 +8,18 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, distributed, loaders, metrics, runstate
 from ..errors import InputError
 from ..fileio import atomic_write
+from ..registry import lookup
 from ..spec.types import ResNetSpec, with_num_classes
+from . import data, distributed, loaders, metrics, runstate
+from .optimizers import OPTIMIZERS
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,10 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """cfg.optimizer (a name in OPTIMIZERS) over the model's trainable parameters; ValueError for an unknown name."""
+    factory = lookup(OPTIMIZERS, "optimizer", cfg.optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return factory(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -93,7 +94,7 @@ class Run:
     """One training run's live state; `fit()` trains from `start_epoch` to cfg.epochs."""
 
     def __init__(self, cfg: TrainConfig, spec: ResNetSpec, train: data.Split, val: data.Split,
-                 resume: dict | None, dist: distributed.Dist) -> None:
+                 resume: dict[str, Any] | None, dist: distributed.Dist) -> None:
         self.cfg, self.dist, self.classes = cfg, dist, train.classes
         self.device = distributed.pick_device(cfg.device, dist)
         self.amp = autocast_dtype(cfg.amp, self.device)
@@ -120,7 +121,8 @@ class Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.start_epoch, self.best_top1, self.history = 0, -1.0, []
+        self.start_epoch, self.best_top1 = 0, -1.0
+        self.history: list[dict[str, Any]] = []
         if resume is not None:
             self.optimizer.load_state_dict(resume["optimizer"])
             self.scheduler.load_state_dict(resume["scheduler"])
@@ -140,7 +142,7 @@ class Run:
                 from tqdm import tqdm
                 tqdm.write(f"resnet-spec train: skipping unreadable image {reason}", file=sys.stderr)
 
-    def train_epoch(self, epoch: int):
+    def train_epoch(self, epoch: int) -> torch.Tensor:
         """One pass over train/: (summed loss, images, skipped images, seconds spent waiting for data) on this rank."""
         from tqdm import tqdm
         # Each epoch's augmentation and worker seeds are a function of (seed, epoch, rank) alone.
@@ -169,7 +171,8 @@ class Run:
             images, targets = self._inputs(images), targets.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                 logits = self.net(images)
-            loss_sum = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.label_smoothing, reduction="sum")
+            loss_sum = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.label_smoothing,
+                                       reduction="sum")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss_sum / max(n, 1)).backward()
             self.scaler.step(self.optimizer)
@@ -186,7 +189,7 @@ class Run:
         return torch.cat([totals, torch.tensor([waited], dtype=torch.float64, device=self.device)])
 
     @torch.no_grad()
-    def evaluate(self):
+    def evaluate(self) -> torch.Tensor:
         """Summed val loss, top-1 hits, top-5 hits, images and skipped images for this rank (float64)."""
         self.model.eval()
         totals = torch.zeros(5, dtype=torch.float64, device=self.device)
@@ -204,7 +207,7 @@ class Run:
             totals[3] += len(targets)
         return totals
 
-    def fit(self) -> dict:
+    def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; rank 0 writes checkpoints, metrics.csv and curves.png after each one."""
         cfg = self.cfg
         if self.dist.main:
@@ -233,14 +236,16 @@ class Run:
                 self.best_top1 = row["val_top1"]
             if self.dist.main:
                 self._save(epoch + 1, best)
-                print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f},"
+                print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f},"
+                      f" val loss {row['val_loss']:.4f},"
                       f" top-1 {100 * row['val_top1']:.2f}%, top-5 {100 * row['val_top5']:.2f}%,"
                       f" {row['images_per_s']:.0f} img/s" + (", best so far" if best else "")
                       + (f", {row['skipped_images']} images skipped" if row["skipped_images"] else ""), flush=True)
         return {"best_top1": self.best_top1, "epochs": cfg.epochs, "history": self.history}
 
     def _save(self, epoch: int, best: bool) -> None:
-        obj = runstate.payload(model=self.model, spec_name=self.spec.name, spec_data=self.spec.data, classes=self.classes,
+        obj = runstate.payload(model=self.model, spec_name=self.spec.name, spec_data=self.spec.data,
+                               classes=self.classes,
                                config=asdict(self.cfg), optimizer=self.optimizer, scheduler=self.scheduler,
                                scaler=self.scaler, epoch=epoch, best_top1=self.best_top1, history=self.history)
         # best.pt first: a kill between the two leaves last.pt one epoch behind, and resuming redoes that epoch.
@@ -254,7 +259,7 @@ class Run:
         atomic_write(self.out / "class_indices.json", lambda f: f.write(text))
 
 
-def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict | None = None) -> dict:
+def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check the data, set up (DDP under torchrun), train, and return the run's summary."""
     train_split, val_split = data.scan_dataset(cfg.data)
     if resume is not None and tuple(resume["classes"]) != train_split.classes:
@@ -272,7 +277,8 @@ def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict | None = None) -> dic
         if dist.main:
             print(f"training {run.spec.name} on {device}" + (f" x{dist.world} ranks" if dist.enabled else "")
                   + f": {len(train_split.samples)} train / {len(val_split.samples)} val images,"
-                  f" {len(train_split.classes)} classes, epochs {run.start_epoch + 1}..{cfg.epochs}\n{run.data_note}", flush=True)
+                  f" {len(train_split.classes)} classes, epochs {run.start_epoch + 1}..{cfg.epochs}\n{run.data_note}",
+                  flush=True)
         summary = run.fit()
     except BaseException:
         distributed.shutdown(dist, wait=False)

@@ -4,8 +4,14 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..fileio import atomic_write
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
+    from numpy.typing import NDArray
 
 # metrics.csv columns, in order; one row per completed epoch.
 # data_wait_s is the part of train_s the loop spent waiting for the loader (mean over ranks).
@@ -13,7 +19,7 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "ima
            "skipped_images", "epoch_s")
 
 
-def topk_correct(logits, targets, ks: tuple[int, ...]):
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...]) -> torch.Tensor:
     """How many rows have their target among the top k logits, for each k (a float64 tensor)."""
     import torch
     if targets.numel() == 0:
@@ -24,7 +30,7 @@ def topk_correct(logits, targets, ks: tuple[int, ...]):
     return torch.stack([hit[:, :min(k, kmax)].any(dim=1).sum() for k in ks]).to(torch.float64)
 
 
-def write_csv(path: str | Path, rows: list[dict]) -> Path:
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Rewrite metrics.csv from the whole history, atomically (so a resumed run's log matches its checkpoint)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -39,7 +45,7 @@ def _fmt(v: object) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def _save_figure(fig, path: str | Path) -> Path:
+def _save_figure(fig: Figure, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -48,7 +54,7 @@ def _save_figure(fig, path: str | Path) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
-def plot_curves(path: str | Path, rows: list[dict]) -> Path:
+def plot_curves(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """curves.png: train and val loss on the left, val top-1 and top-5 on the right, by epoch."""
     import matplotlib
     matplotlib.use("Agg")  # no display on training machines
@@ -73,7 +79,7 @@ def plot_curves(path: str | Path, rows: list[dict]) -> Path:
     return _save_figure(fig, path)
 
 
-def plot_confusion(path: str | Path, matrix, classes: tuple[str, ...]) -> Path:
+def plot_confusion(path: str | Path, matrix: NDArray[Any], classes: tuple[str, ...]) -> Path:
     """A confusion-matrix PNG: rows are true classes, columns predicted, each cell its count."""
     import matplotlib
     matplotlib.use("Agg")

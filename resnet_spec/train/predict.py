@@ -1,14 +1,15 @@
 """Using a trained checkpoint: load it with its classes, predict images in batches, evaluate on a class folder."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import data, metrics
 from ..errors import InputError
+from . import data, metrics
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Trained:
 
 
 def load_trained(path: str | Path, device: torch.device, image_size: int | None = None) -> Trained:
-    """Build a checkpoint's model from its embedded spec and load its weights strictly; mismatches are CommandErrors."""
+    """Build a checkpoint's model from its embedded spec and load its weights strictly; mismatches are InputErrors."""
     from ..model.checkpoint import load_file, spec_from_checkpoint
     from ..model.factory import build_model
     obj = load_file(path)
@@ -46,7 +47,9 @@ def load_trained(path: str | Path, device: torch.device, image_size: int | None 
     except (RuntimeError, ValueError) as e:
         detail = " ".join(line.strip() for line in str(e).splitlines()[1:4])
         raise InputError(f"{path}: weights do not match the embedded spec '{spec.name}' ({detail[:300]})") from None
-    config = obj.get("train_config") if isinstance(obj.get("train_config"), dict) else {}
+    config = obj.get("train_config")
+    if not isinstance(config, dict):
+        config = {}
     size = image_size or int(config.get("image_size") or spec.input_size)
     return Trained(model.to(device).eval(), tuple(classes), size, spec.name)
 
@@ -61,15 +64,15 @@ class Prediction:
 
 @torch.no_grad()
 def predict(trained: Trained, images: list[str], topk: int, batch_size: int, device: torch.device,
-            on_bad=None) -> list[Prediction]:
-    """Top-k predictions for each readable image; each unreadable one is passed to on_bad('path: reason') and skipped."""
+            on_bad: Callable[[str], None] | None = None) -> list[Prediction]:
+    """Top-k predictions for each readable image; an unreadable one is passed to on_bad('path: reason'), skipped."""
     _, tf = data.transforms(trained.image_size)
     ds = data.ImageList(tuple((p, -1) for p in images), tf)
     k = min(topk, len(trained.classes))
     out: list[Prediction] = []
     for start in range(0, len(ds), batch_size):
         batch = [ds[i] + (images[i],) for i in range(start, min(start + batch_size, len(ds)))]
-        good = [(x, path) for x, _, bad, path in batch if not bad]
+        good = [(x, path) for x, _, bad, path in batch if x is not None and not bad]
         for _, _, bad, _ in batch:
             if bad and on_bad is not None:
                 on_bad(bad)
@@ -77,8 +80,8 @@ def predict(trained: Trained, images: list[str], topk: int, batch_size: int, dev
             continue
         probs = trained.model(data.normalize(torch.stack([x for x, _ in good]), device)).float().softmax(dim=1)
         values, indices = probs.topk(k, dim=1)
-        for (_, path), vs, ix in zip(good, values.tolist(), indices.tolist()):
-            out.append(Prediction(path, tuple((trained.classes[i], i, v) for v, i in zip(vs, ix))))
+        for (_, path), vs, ix in zip(good, values.tolist(), indices.tolist(), strict=True):
+            out.append(Prediction(path, tuple((trained.classes[i], i, v) for v, i in zip(vs, ix, strict=True))))
     return out
 
 
@@ -96,18 +99,20 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(trained: Trained, folder: str | Path, batch_size: int, workers: int, device: torch.device,
-             on_bad=None) -> Evaluation:
+             on_bad: Callable[[str], None] | None = None) -> Evaluation:
     """Evaluate on a folder of class subfolders whose names are among the checkpoint's classes."""
     from torch.utils.data import DataLoader
     split = data.scan_split(folder, "evaluation")
     unknown = [c for c in split.classes if c not in trained.classes]
     if unknown:
-        raise InputError(f"{folder}: class folders {unknown} are not among the checkpoint's classes {list(trained.classes)}")
+        raise InputError(f"{folder}: class folders {unknown} are not among the checkpoint's classes"
+                         f" {list(trained.classes)}")
     # Folder indices follow this folder's sorted names; map them to the checkpoint's indices by name.
     remap = [trained.classes.index(c) for c in split.classes]
     samples = tuple((p, remap[t]) for p, t in split.samples)
     _, tf = data.transforms(trained.image_size)
-    loader = DataLoader(data.ImageList(samples, tf), batch_size=batch_size, num_workers=workers, collate_fn=data.collate)
+    loader = DataLoader(data.ImageList(samples, tf), batch_size=batch_size, num_workers=workers,
+                        collate_fn=data.collate)
     n = len(trained.classes)
     confusion = torch.zeros(n, n, dtype=torch.int64)
     hits = torch.zeros(2, dtype=torch.float64)

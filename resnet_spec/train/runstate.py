@@ -4,19 +4,25 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from ..model.checkpoint import FORMAT
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
 from ..fileio import atomic_write
+from ..model.checkpoint import FORMAT
 
 
-def rng_state() -> dict:
+def rng_state() -> dict[str, Any]:
     """Python, numpy, torch and CUDA RNG states, with numpy's and Python's arrays turned into tensors."""
     import numpy as np
     py_version, py_state, py_gauss = random.getstate()
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state = {
+    # The legacy (default) form is always this tuple; numpy's hint also allows the dict form.
+    np_state = cast("tuple[str, NDArray[np.uint32], int, int, float]", np.random.get_state())
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np_state
+    state: dict[str, Any] = {
         "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
         "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
                   "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
@@ -27,7 +33,7 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what rng_state() captured."""
     import numpy as np
     py = state["python"]
@@ -47,8 +53,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def payload(*, model: torch.nn.Module, spec_name: str, spec_data: dict, classes: tuple[str, ...], config: dict,
-            optimizer, scheduler, scaler, epoch: int, best_top1: float, history: list[dict]) -> dict:
+def payload(*, model: torch.nn.Module, spec_name: str, spec_data: dict[str, Any], classes: tuple[str, ...],
+            config: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+            scaler: torch.amp.GradScaler, epoch: int, best_top1: float,
+            history: list[dict[str, Any]]) -> dict[str, Any]:
     """The checkpoint dict: checkpoint.py's {format, name, spec, state_dict} plus the training state."""
     return {
         "format": FORMAT,
@@ -67,7 +75,7 @@ def payload(*, model: torch.nn.Module, spec_name: str, spec_data: dict, classes:
     }
 
 
-def save(paths: list[Path], obj: dict) -> None:
+def save(paths: list[Path], obj: dict[str, Any]) -> None:
     """Serialise once and write each path atomically (temp file, fsync, rename)."""
     buf = io.BytesIO()
     torch.save(obj, buf)

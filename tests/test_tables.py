@@ -52,6 +52,11 @@ def test_model_stems_are_the_spec_stems():
     assert set(STEMS) == set(spec_stem.STEMS)
 
 
+def test_spec_layer_knows_every_block_type():
+    from resnet_spec.spec.types import BLOCK_KINDS
+    assert set(BLOCK_KINDS) == set(BLOCKS)
+
+
 def test_importer_reads_every_block_type():
     from resnet_spec.tools.structure import BLOCK_READERS
     assert set(BLOCK_READERS) == set(BLOCKS)

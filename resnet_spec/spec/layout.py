@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .types import BlockSpec, ResNetSpec
+from .types import BLOCK_KINDS, BlockSpec, ResNetSpec
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def plan(spec: ResNetSpec) -> list[StagePlan]:
             b = st.block_at(bi)
             s = stride if bi == 0 else 1
             outplanes = st.channels * b.expansion
-            width = inner_width(st.channels, b) if b.type == "bottleneck" else st.channels
+            width = inner_width(st.channels, b) if BLOCK_KINDS[b.type].inner_width else st.channels
             rate = spec.drop_path_rate * k / (total - 1) if total > 1 else 0.0
             blocks.append(BlockPlan(si + 1, bi, inplanes, st.channels, outplanes, width, s, dilation,
                                     prev_dilation, s != 1 or inplanes != outplanes, rate, b))

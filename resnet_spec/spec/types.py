@@ -25,6 +25,21 @@ OutputStride: TypeAlias = Literal[8, 16, 32]
 
 
 @dataclass(frozen=True)
+class BlockKind:
+    """What the spec layer must know of a block type: its default expansion and whether it has an inner width."""
+
+    expansion: int       # output channels = planes * expansion when the spec leaves expansion null
+    inner_width: bool    # True: a grouped middle conv of layout.inner_width channels; False: planes throughout
+
+
+# One entry per block type (the model's BLOCKS table holds the modules; tests/test_tables.py checks the keys agree).
+BLOCK_KINDS: dict[str, BlockKind] = {
+    "basic": BlockKind(expansion=1, inner_width=False),
+    "bottleneck": BlockKind(expansion=4, inner_width=True),
+}
+
+
+@dataclass(frozen=True)
 class AttentionSpec:
     """Channel attention after a block's last norm; the schema's `attention` defaults fill what a spec omits."""
 
@@ -164,7 +179,7 @@ def resolve_block(fields: Mapping[str, Any]) -> BlockSpec:
     f = dict(fields)
     f["attention"] = AttentionSpec(**{**defaults("attention"), **f.get("attention", {})})
     if f["expansion"] is None:
-        f["expansion"] = 4 if f["type"] == "bottleneck" else 1
+        f["expansion"] = BLOCK_KINDS[f["type"]].expansion
     return BlockSpec(**f)
 
 

@@ -153,14 +153,14 @@ def test_cli_format_choices_are_the_exporters():
 def test_cli_format_choices_are_the_exporters_table():
     from resnet_spec.tools.export import EXPORTERS
     assert cli_choices("export", "--format") == tuple(EXPORTERS)
-    assert set(EXPORTERS) == {"torchscript", "onnx", "safetensors", "state_dict"}
+    assert set(EXPORTERS) == {"torchscript", "onnx", "safetensors", "state_dict", "hf"}
 
 
 def test_an_unknown_format_is_refused_before_anything_is_written(tmp_path):
     from resnet_spec.api import load_spec
     from resnet_spec.tools.export import export
     out = tmp_path / "m.keras"
-    with pytest.raises(ValueError, match="unknown export format 'keras'; known: onnx, safetensors, state_dict, "
+    with pytest.raises(ValueError, match="unknown export format 'keras'; known: hf, onnx, safetensors, state_dict, "
                                          "torchscript"):
         export(_seeded(), load_spec(SPEC), "keras", out, SIZE, 0)
     assert not out.exists()

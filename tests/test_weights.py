@@ -169,3 +169,37 @@ def test_hugging_face_folder_loads_into_its_imported_spec(tmp_path, layer, act, 
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), hf(x).logits)
+
+
+def test_hf_export_round_trip(tmp_path):
+    """import (config -> spec), load (keys), export (folder), from_pretrained: the same logits all the way."""
+    transformers = pytest.importorskip("transformers")
+    from resnet_spec.spec.load import load_spec as load
+    from resnet_spec.tools.export import export
+    cfg = transformers.ResNetConfig(layer_type="bottleneck", depths=[1, 1], hidden_sizes=[16, 32], embedding_size=8,
+                                    num_labels=3)
+    torch.manual_seed(0)
+    source = _randomise(transformers.ResNetForImageClassification(cfg))
+    source.save_pretrained(tmp_path / "src")
+    data = spec_data_from_hf_config(json.loads((tmp_path / "src" / "config.json").read_text()), "hf_net")
+    (tmp_path / "hf_net.yaml").write_text(json.dumps(data))
+    spec = load(tmp_path / "hf_net.yaml")
+    model = build_model(spec).eval()
+    fit_weights(model, read_weights(tmp_path / "src"))
+    check = export(model, spec, "hf", tmp_path / "out", 32, 0)
+    assert check.passed and "from_pretrained" in check.check
+    back = transformers.ResNetForImageClassification.from_pretrained(tmp_path / "out").eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(back(x).logits, source(x).logits)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf_net.yaml", "out", "src"]  # no temp folder left
+    with pytest.raises(Exception, match="already exists"):
+        export(model, spec, "hf", tmp_path / "out", 32, 0)
+
+
+def test_hf_export_refuses_what_transformers_cannot_express(tmp_path):
+    from resnet_spec.tools.export import export
+    spec = load_spec("resnet50d")
+    with pytest.raises(InputError, match="no transformers ResNet counterpart for: stem"):
+        export(build_model(spec), spec, "hf", tmp_path / "out", 32, 0)
+    assert not (tmp_path / "out").exists()

@@ -190,12 +190,15 @@ def _passed(check: ExportCheck, path: Path, blob: bytes) -> ExportCheck:
     return check
 
 
+from .export_hf import export_hf  # noqa: E402 - it uses this module's helpers, imported after them
+
 # Format name -> exporter, in the order `--help` lists them.
 EXPORTERS: dict[str, Exporter] = {
     "torchscript": export_torchscript,
     "onnx": export_onnx,
     "safetensors": export_safetensors,
     "state_dict": export_state_dict,
+    "hf": export_hf,
 }
 FORMATS = tuple(EXPORTERS)
 

@@ -153,14 +153,71 @@ def test_cli_format_choices_are_the_exporters():
 def test_cli_format_choices_are_the_exporters_table():
     from resnet_spec.tools.export import EXPORTERS
     assert cli_choices("export", "--format") == tuple(EXPORTERS)
-    assert set(EXPORTERS) == {"torchscript", "onnx", "safetensors", "state_dict", "hf"}
+    assert set(EXPORTERS) == {"torchscript", "pt2", "onnx", "safetensors", "state_dict", "hf"}
 
 
 def test_an_unknown_format_is_refused_before_anything_is_written(tmp_path):
     from resnet_spec.api import load_spec
     from resnet_spec.tools.export import export
     out = tmp_path / "m.keras"
-    with pytest.raises(ValueError, match="unknown export format 'keras'; known: hf, onnx, safetensors, state_dict, "
-                                         "torchscript"):
+    with pytest.raises(ValueError, match="unknown export format 'keras'; known: hf, onnx, pt2, safetensors, "
+                                         "state_dict, torchscript"):
         export(_seeded(), load_spec(SPEC), "keras", out, SIZE, 0)
     assert not out.exists()
+
+
+def test_pt2_program_reads_back_with_a_dynamic_batch(tmp_path):
+    import torch
+
+    from resnet_spec.api import load_spec
+    from resnet_spec.tools.export import export
+    model, path = _seeded(), tmp_path / "m.pt2"
+    check = export(model, load_spec(SPEC), "pt2", path, SIZE, 0)
+    assert check.passed and "batch axis dynamic" in check.check
+    program = torch.export.load(str(path))
+    x = torch.randn(5, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), model(x), rtol=0, atol=1e-5)
+
+
+def test_onnx_height_and_width_are_dynamic_unless_static(tmp_path):
+    import onnx
+
+    from resnet_spec.api import load_spec
+    from resnet_spec.tools.export import export
+    spec = load_spec(SPEC)
+    check = export(_seeded(), spec, "onnx", tmp_path / "d.onnx", SIZE, 0)
+    assert f"run at {SIZE} and {2 * SIZE} px" in check.check
+    dims = onnx.load(str(tmp_path / "d.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ["batch", "", "height", "width"]
+    export(_seeded(), spec, "onnx", tmp_path / "s.onnx", SIZE, 0, static_shape=True)
+    dims = onnx.load(str(tmp_path / "s.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, SIZE, SIZE]
+
+
+def test_a_format_that_contradicts_the_file_name_is_refused(tmp_path):
+    from resnet_spec.api import load_spec
+    from resnet_spec.errors import InputError
+    from resnet_spec.tools.export import export, format_for
+    assert [format_for(n) for n in ("a.onnx", "a.pt2", "a.ts", "a.safetensors", "a.pt", "folder", "a.bin")] == \
+        ["onnx", "pt2", "torchscript", "safetensors", "state_dict", "hf", None]
+    with pytest.raises(InputError, match="the name says torchscript but the format asked for is onnx"):
+        export(_seeded(), load_spec(SPEC), "onnx", tmp_path / "x.ts", SIZE, 0)
+    assert not (tmp_path / "x.ts").exists()
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("safetensors", "h.safetensors"), ("torchscript", "h.ts"),
+                                           ("pt2", "h.pt2")])
+def test_half_precision_exports_carry_the_dtype(tmp_path, fmt, name):
+    import torch
+
+    from resnet_spec.api import load_spec
+    from resnet_spec.errors import InputError
+    from resnet_spec.tools.export import export
+    check = export(_seeded(), load_spec(SPEC), fmt, tmp_path / name, SIZE, 0, dtype="bfloat16")
+    assert check.passed and check.tolerance == (0.0 if fmt == "safetensors" else 5e-2)  # tensors stay exact
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+        assert {t.dtype for t in load_file(str(tmp_path / name)).values() if t.is_floating_point()} == {torch.bfloat16}
+    with pytest.raises(InputError, match="onnx is exported in float32 only"):
+        export(_seeded(), load_spec(SPEC), "onnx", tmp_path / "h.onnx", SIZE, 0, dtype="float16")

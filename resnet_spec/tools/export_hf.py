@@ -17,7 +17,7 @@ from ..spec.types import ResNetSpec
 if TYPE_CHECKING:
     from torch import nn
 
-    from .export import ExportCheck
+    from .export import ExportCheck, ExportOptions
 
 
 def _expressible(spec: ResNetSpec) -> None:
@@ -41,12 +41,12 @@ def _expressible(spec: ResNetSpec) -> None:
         raise InputError(f"{spec.name}: no transformers ResNet counterpart for: {'; '.join(problems)}")
 
 
-def export_hf(model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed: int) -> ExportCheck:
+def export_hf(model: nn.Module, spec: ResNetSpec, path: Path, opts: ExportOptions) -> ExportCheck:
     """A transformers ResNet folder; read back (with transformers when installed) and run against the model."""
     import torch
     from safetensors.torch import load_file, save_file
 
-    from .export import ExportCheck, _diff, _flat, _inputs
+    from .export import DTYPE_TOLERANCE, ExportCheck, _diff, _flat, _inputs
 
     _expressible(spec)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -63,7 +63,7 @@ def export_hf(model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed: i
     try:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        x, _ = _inputs(spec, size, seed)
+        x, _ = _inputs(spec, opts.size, opts.seed, next(model.parameters()).dtype)
         with torch.no_grad():
             want = _flat(model(x))
             import importlib.util
@@ -78,7 +78,7 @@ def export_hf(model: nn.Module, spec: ResNetSpec, path: Path, size: int, seed: i
                 hf = ResNetForImageClassification.from_pretrained(str(tmp)).eval()
                 diffs = _diff([hf(x).logits], want)
                 check = "loaded with ResNetForImageClassification.from_pretrained and run on a batch"
-        result = ExportCheck("hf", path, check, *diffs, 0.0)
+        result = ExportCheck("hf", path, check, *diffs, DTYPE_TOLERANCE[opts.dtype])
         if not result.passed:
             raise InputError(f"export check failed: max rel diff {result.max_rel:.3g}; {path} not written")
         for f in tmp.iterdir():

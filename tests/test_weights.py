@@ -203,3 +203,36 @@ def test_hf_export_refuses_what_transformers_cannot_express(tmp_path):
     with pytest.raises(InputError, match="no transformers ResNet counterpart for: stem"):
         export(build_model(spec), spec, "hf", tmp_path / "out", 32, 0)
     assert not (tmp_path / "out").exists()
+
+
+def test_load_model_from_a_checkpoint_a_run_folder_and_a_hf_folder(reference, tmp_path):
+    import resnet_spec
+    spec = load_spec("resnet18")
+    ours = build_model(spec, num_classes=7).eval()
+    ours.load_state_dict(reference.state_dict())
+    from resnet_spec.spec.types import with_num_classes
+    save_model(tmp_path / "m.pt", ours, with_num_classes(spec, 7))
+    (tmp_path / "run").mkdir()
+    save_model(tmp_path / "run" / "best.pt", ours, with_num_classes(spec, 7))
+    for source in (tmp_path / "m.pt", tmp_path / "run"):
+        model, got = resnet_spec.load_model(source)
+        assert got.head is not None and got.head.num_classes == 7 and got.name == "resnet18"
+        with torch.no_grad():
+            assert torch.equal(model(X), reference(X))
+    torch.save(reference.state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(InputError, match="plain weights without a spec"):
+        resnet_spec.load_model(tmp_path / "plain.pt")
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ResNetConfig(layer_type="basic", depths=[1, 1], hidden_sizes=[8, 16], embedding_size=8,
+                                    num_labels=2)
+    hf = _randomise(transformers.ResNetForImageClassification(cfg))
+    hf.save_pretrained(tmp_path / "hf")
+    model, got = resnet_spec.load_model(tmp_path / "hf")
+    with torch.no_grad():
+        assert torch.equal(model(X), hf(X).logits)
+
+
+def test_list_specs_names_every_shipped_spec():
+    import resnet_spec
+    from helpers import SPECS
+    assert resnet_spec.list_specs() == sorted(p.stem for p in SPECS.glob("*.yaml"))

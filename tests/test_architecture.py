@@ -24,6 +24,9 @@ LAYERS = ("base", "spec", "model", "tools", "train", "cli")
 RANK = {name: i for i, name in enumerate(LAYERS)}
 BASE = ("errors", "resources", "fileio", "registry")
 FACADE = ("resnet_spec", "resnet_spec.api")
+# Top-level modules that belong to a layer but live at the top for a short import path:
+# `from resnet_spec.testing import assert_same_network` is a tool, at the tools layer.
+TOP = {"testing": "tools"}
 ENTRY = "resnet_spec.__main__"
 TORCH = ("torch", "torchvision", "timm")
 
@@ -111,6 +114,8 @@ def layer_of(name: str) -> str | None:
         return "entry"
     if parts[1] in BASE:
         return "base"
+    if parts[1] in TOP:
+        return TOP[parts[1]]
     if parts[1] in LAYERS:
         return parts[1]
     return "facade"  # `from .. import X` where X is no module: an attribute of resnet_spec/__init__.py

@@ -236,3 +236,24 @@ def test_list_specs_names_every_shipped_spec():
     import resnet_spec
     from helpers import SPECS
     assert resnet_spec.list_specs() == sorted(p.stem for p in SPECS.glob("*.yaml"))
+
+
+def test_import_hf_writes_a_spec_that_loads_the_weights(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from resnet_spec.spec.load import load_spec as load
+    from resnet_spec.tools.import_hf import import_hf
+    cfg = transformers.ResNetConfig(layer_type="bottleneck", depths=[2, 1], hidden_sizes=[32, 64], embedding_size=16,
+                                    downsample_in_bottleneck=True, num_labels=5)
+    hf = _randomise(transformers.ResNetForImageClassification(cfg))
+    hf.save_pretrained(tmp_path / "resnet-tiny")
+    data, text = import_hf(tmp_path / "resnet-tiny")
+    assert data["name"] == "resnet_tiny" and data["block"]["stride_on"] == "1x1"
+    (tmp_path / "tiny.yaml").write_text(text)
+    model = build_model(load(tmp_path / "tiny.yaml")).eval()
+    fit_weights(model, read_weights(tmp_path / "resnet-tiny"))
+    with torch.no_grad():
+        assert torch.equal(model(X), hf(X).logits)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"model_type": "vit"}')
+    with pytest.raises(InputError, match="a model of type 'vit'"):
+        import_hf(tmp_path / "other")

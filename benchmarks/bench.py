@@ -1,21 +1,35 @@
 """Speed of resnet-spec models against torchvision's, measured side by side in one process.
 
     python benchmarks/bench.py [--quick | --smoke] [--device cpu|cuda] [--threads N] [--clock wall|cpu]
-                               [--no-compile] [--no-train] [--cuda-batch N] [--out benchmarks/results.md]
+                               [--no-compile] [--no-train] [--no-engines | --only-engines] [--models A,B]
+                               [--cuda-batch N] [--out benchmarks/results.md]
+
+The engine rows run each engine resnet-spec offers (eager oneDNN, inductor with freezing, onnxruntime, OpenVINO) at
+each precision the CPU runs fast (fp32; bf16 with AMX or AVX-512-BF16; int8 with AMX or VNNI), at batch 1 and 8,
+against torchvision eager fp32, with each engine's start-up time and its output check against eager fp32; the goal
+rows compare the engine resnet-spec picks by default (engine="auto") with the fastest of them.
 
 Every row times ours and the reference interleaved (ABBA order), after warm-up, and reports medians
 and the median of the paired ratios, so drift on a shared, noisy machine hits both sides alike.
 Writes the table to benchmarks/results.md and exits 1 when a goal is missed.
 
---smoke runs every row once at toy sizes (batch 2, 64 px, one repeat; torch.compile on resnet18 only),
+--smoke runs every row once at toy sizes (batch 2, 64 px, one repeat; torch.compile and the engine rows on resnet18
+only: each engine's start-up, an export, a quantization or a compile, costs seconds whatever the size),
 judges no goal, writes nothing unless --out is given, and exits 1 only if a row fails to run.
 The test suite runs it (tests/test_benchmarks.py), so the benchmark cannot rot unnoticed.
 """
+# ruff: noqa: E402  (OMP_WAIT_POLICY is set before torch is imported)
 from __future__ import annotations
 
-import argparse
-import io
 import os
+
+# Idle OpenMP threads sleep instead of spinning: torch, onnxruntime and OpenVINO share the cores in this process,
+# and a spinning pool of one slows the next by 2-10x on a 2-core machine. Read when torch loads, so set first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import functools
+import io
 import platform
 import statistics
 import subprocess
@@ -48,6 +62,7 @@ class Row:
     goal: str
     ok: bool | None  # None: reported, no goal
     note: str = ""
+    start: str = "-"  # compile or warm-up time before the first output
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,8 @@ class Settings:
     size: int = SIZE
     compile_models: tuple[str, ...] = MODELS
     train_size: int = 112
+    engine_batches: tuple[int, ...] = (1, 8)
+    engine_models: tuple[str, ...] = MODELS
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -160,6 +177,67 @@ def forward_rows(name: str, s: Settings) -> list[Row]:
     elif "compile" in notes:
         rows.append(Row("optimized + torch.compile", name, "-", ms(fast_times["ref"]), "-", "reported", None,
                         notes["compile"]))
+    return rows
+
+
+def engine_rows(name: str, s: Settings) -> list[Row]:
+    """Every engine at every precision this CPU runs fast, against torchvision eager fp32, timed interleaved at each
+    batch size; then, per precision, the route resnet-spec picks (engine "auto") against the fastest engine.
+    Each engine is built once; its start-up column is the build, the output check and the first call."""
+    from resnet_spec.model.engines import AUTO, ENGINES, InferenceModel, accelerate
+    from resnet_spec.model.optimize import PRECISIONS, cpu_support
+    # Every ResNet shares one forward code object, and dynamo keeps at most recompile_limit (8) graphs per code
+    # object before it silently runs eager: start each network's inductor rows from an empty cache.
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    ref = getattr(torchvision.models, name)().eval()
+    randomize_batchnorms(ref, seed=1)
+    sd = ref.state_dict()
+    check = torch.randn(2, 3, s.size, s.size, generator=torch.Generator().manual_seed(3))
+    # Random calibration images: they time int8 correctly; its accuracy is measured on digits, not here.
+    calib = [torch.randn(8, 3, s.size, s.size, generator=torch.Generator().manual_seed(10 + i)) for i in range(4)]
+    built: dict[str, InferenceModel] = {}
+    rows: list[Row] = []
+    for precision in PRECISIONS:
+        why = cpu_support(precision)
+        if why:
+            rows.append(Row(f"{precision} (every engine)", name, "-", "-", "-", "reported", None, f"not run: {why}"))
+            continue
+        for engine in ENGINES:
+            if precision not in ENGINES[engine].precisions:
+                continue
+            missing = ENGINES[engine].missing()
+            if missing or (engine == "inductor" and not (s.compile and name in s.compile_models)):
+                note = f"{missing} not installed" if missing else "skipped in this mode (compile time)"
+                rows.append(Row(f"{precision} {engine}", name, "-", "-", "-", "reported", None, note))
+                continue
+            model = build_model(name, init="none", weights={k: v.clone() for k, v in sd.items()})
+            built[f"{engine} {precision}"] = accelerate(model, precision=precision, engine=engine,
+                                                        calibration=calib, check_batch=check, strict=False)
+    for batch in s.engine_batches:
+        x = torch.randn(batch, 3, s.size, s.size, generator=torch.Generator().manual_seed(2))
+        fns: dict[str, Callable[[], object]] = {"tv": functools.partial(ref, x)}
+        fns.update({k: functools.partial(m, x) for k, m in built.items()})
+        with torch.inference_mode():
+            for fn in fns.values():
+                fn()  # inductor compiles again for a batch size it has not seen
+            times = interleaved(fns, s.warmup, s.repeats, s.clock)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for key, m in built.items():
+            rows.append(Row(f"{m.precision} {m.engine}", name, ms(times[key]), ms(times["tv"]),
+                            f"{med['tv'] / med[key]:.2f}x", "reported", None, f"batch {batch}; {m.check}",
+                            f"{m.startup_s:.1f} s"))
+        for precision in PRECISIONS:
+            ran = {m.engine: med[k] for k, m in built.items() if m.precision == precision}
+            if not ran:
+                continue
+            auto = next(e for e in AUTO[precision] if e in ran)
+            fastest = min(ran, key=ran.__getitem__)
+            ratio = ran[fastest] / ran[auto]
+            rows.append(Row(f"resnet-spec {precision} (auto: {auto})", name, f"{ran[auto] * 1e3:.1f} ms",
+                            f"{ran[fastest] * 1e3:.1f} ms", f"{ratio:.2f}", "time >= 0.95 x the fastest engine's",
+                            ratio >= 0.95, f"batch {batch}; fastest engine: {fastest} {precision}; "
+                            f"{ran[fastest] / med['tv']:.2f} x torchvision eager fp32's time"))
     return rows
 
 
@@ -331,21 +409,33 @@ def machine() -> list[str]:
                 break
     except OSError:
         pass
-    flags = ", ".join(f for f in ("avx2", "avx512f") if f in Path("/proc/cpuinfo").read_text()) \
-        if Path("/proc/cpuinfo").exists() else ""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from resnet_spec.model.optimize import cpu_flags
+    have = cpu_flags()
+    flags = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
+                                  "amx_int8") if f in have)
+    absent = ", ".join(f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f not in have)
     omp = os.environ.get("OMP_WAIT_POLICY", "unset")
-    return [f"CPU: {cpu} ({flags}); {os.cpu_count()} logical cores; torch threads {torch.get_num_threads()}; "
-            f"OMP_WAIT_POLICY {omp}",
-            f"torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}",
+    runtimes = []
+    for pkg in ("onnxruntime", "openvino"):
+        try:
+            runtimes.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            runtimes.append(f"{pkg} not installed")
+    return [f"CPU: {cpu}; flags: {flags}" + (f"; lacks {absent}" if absent else "")
+            + f"; {os.cpu_count()} logical cores; torch threads {torch.get_num_threads()}; OMP_WAIT_POLICY {omp}",
+            f"torch {torch.__version__}, torchvision {torchvision.__version__}, {', '.join(runtimes)}, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
             f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}"]
 
 
 def table(rows: list[Row]) -> str:
-    head = "| section | model | ours | torchvision | ratio | goal | met | note |\n|---|---|---|---|---|---|---|---|\n"
+    head = ("| section | model | ours | reference | ratio | start-up | goal | met | note |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
     mark = {True: "yes", False: "**NO**", None: "-"}
-    return head + "".join(f"| {r.section} | {r.model} | {r.ours} | {r.ref} | {r.ratio} | {r.goal} | {mark[r.ok]} "
-                          f"| {r.note} |\n" for r in rows)
+    return head + "".join(f"| {r.section} | {r.model} | {r.ours} | {r.ref} | {r.ratio} | {r.start} | {r.goal} "
+                          f"| {mark[r.ok]} | {r.note} |\n" for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="wall time, or process CPU time: steadier on a shared machine, with OMP_WAIT_POLICY=PASSIVE "
                         "so that waiting threads sleep instead of spinning")
     p.add_argument("--no-train", action="store_true", help="skip the training-loop row")
+    p.add_argument("--models", default=",".join(MODELS), metavar="A,B",
+                   help=f"the networks of the forward, build and engine rows (default: {','.join(MODELS)})")
+    p.add_argument("--only-engines", action="store_true", help="run the engine rows alone")
+    p.add_argument("--no-engines", action="store_true",
+                   help="skip the engine rows (eager, inductor, onnxruntime, OpenVINO at fp32, bf16, int8)")
     p.add_argument("--cuda-batch", type=int, default=128, help="batch size of the CUDA rows (default: 128)")
     p.add_argument("--out", type=Path, help="the markdown table (default: benchmarks/results.md; none with --smoke)")
     args = p.parse_args(argv)
@@ -376,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     clock = CLOCKS[args.clock]
     if args.smoke:
         s = Settings(warmup=0, repeats=1, build_repeats=1, validate_runs=1, compile=not args.no_compile, clock=clock,
-                     batch=2, size=64, compile_models=MODELS[:1], train_size=32)
+                     batch=2, size=64, compile_models=MODELS[:1], train_size=32, engine_batches=(1, 2),
+                     engine_models=MODELS[:1])
     elif args.quick:
         s = Settings(warmup=1, repeats=5, build_repeats=3, validate_runs=3, compile=False, clock=clock)
     else:
@@ -398,18 +494,23 @@ def main(argv: list[str] | None = None) -> int:
             if args.smoke:  # toy sizes say nothing about the goals
                 r = replace(r, goal="(smoke)", ok=None)
             print(f"{r.section:<36} {r.model:<16} ours {r.ours:>12}  ref {r.ref:>12}  {r.ratio:>7}  "
-                  f"{'-' if r.ok is None else 'ok' if r.ok else 'MISSED'}  {r.note}", flush=True)
+                  f"start {r.start:>6}  {'-' if r.ok is None else 'ok' if r.ok else 'MISSED'}  {r.note}", flush=True)
             rows.append(r)
 
-    add("validate", lambda: [validate_row(s)])
-    for name in MODELS:
-        add(f"build {name}", lambda name=name: build_rows(name, s))
-    for name in MODELS:
-        add(f"forward {name}", lambda name=name: forward_rows(name, s))
+    models = [m for m in args.models.split(",") if m]
+    if not args.only_engines:
+        add("validate", lambda: [validate_row(s)])
+        for name in models:
+            add(f"build {name}", lambda name=name: build_rows(name, s))
+        for name in models:
+            add(f"forward {name}", lambda name=name: forward_rows(name, s))
+    if not args.no_engines:
+        for name in (m for m in models if m in s.engine_models):
+            add(f"engines {name}", lambda name=name: engine_rows(name, s))
     if args.device == "cuda":
-        for name in MODELS:
+        for name in models:
             add(f"cuda {name}", lambda name=name: cuda_rows(name, args.cuda_batch, s))
-    if not args.no_train:
+    if not args.no_train and not args.only_engines:
         add("training loop", lambda: [training_row(s)])
     missed = [r for r in rows if r.ok is False]
     env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ)
@@ -417,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     command = (env + " " if env else "") + "python benchmarks/bench.py" + "".join(f" {a}" for a in given)
     text = (f"# resnet-spec benchmark\n\nCommand: `{command}`  \n" + "  \n".join(header)
             + f"  \nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n\n"
-            + f"CPU rows: batch {s.batch}, {s.size}x{s.size}, fp32, torch.inference_mode, {args.clock} clock; "
+            + f"CPU rows: batch {s.batch} (engine rows: batch {', '.join(map(str, s.engine_batches))}), "
+            + f"{s.size}x{s.size}, fp32 unless a row says otherwise, torch.inference_mode, {args.clock} clock; "
             + f"medians of {s.repeats} interleaved "
             + f"repeats after {s.warmup} warm-up (eager pair: {2 * s.repeats}; builds: {s.build_repeats}); "
             + "ratios are medians of paired "

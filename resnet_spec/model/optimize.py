@@ -1,11 +1,92 @@
-"""Inference-only rewrites of a built model: each BatchNorm folded into its conv, channels_last, optional compile."""
+"""Inference-only rewrites of a built model: each BatchNorm folded into its conv, channels_last, optional compile;
+the CPU features each precision needs, and the output check every engine passes before it is returned."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from ..errors import InputError
+
+PRECISIONS = ("fp32", "bf16", "int8")
+# The /proc/cpuinfo flags that make a precision fast on a CPU, and the names a user knows them by.
+# Without one, oneDNN and the runtimes emulate it in fp32 arithmetic: slower than fp32 itself.
+PRECISION_FEATURES: dict[str, tuple[tuple[str, str], ...]] = {
+    "fp32": (),
+    "bf16": (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512-BF16")),
+    "int8": (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512-VNNI"), ("avx_vnni", "AVX-VNNI")),
+}
+# Largest max |out - ref| / max |ref| against eager fp32 that an engine's output may have at each precision.
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "int8": 0.25}
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_support(precision: str, flags: Iterable[str] | None = None) -> str | None:
+    """None if the CPU runs `precision` fast, else a sentence naming the features it lacks."""
+    if precision not in PRECISION_FEATURES:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", setting="precision")
+    have = cpu_flags() if flags is None else frozenset(flags)
+    needs = PRECISION_FEATURES[precision]
+    if not needs or any(flag in have for flag, _ in needs):
+        return None
+    names = " or ".join(dict.fromkeys(name for _, name in needs))
+    return f"precision {precision} needs a CPU with {names}, and this CPU has none of them"
+
+
+def require_precision(precision: str, device: torch.device | str = "cpu") -> None:
+    """Raise InputError(setting="precision") when `device` cannot run `precision` fast."""
+    if torch.device(device).type != "cpu":
+        if precision == "int8":
+            raise InputError("precision int8 runs on the CPU only", setting="precision")
+        return
+    why = cpu_support(precision)
+    if why is not None:
+        raise InputError(f"{why}; use precision fp32", setting="precision")
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """How an optimized model's logits compare with the eager fp32 model's on one fixed random batch."""
+
+    precision: str
+    max_abs: float
+    max_rel: float  # max |out - ref| / max |ref|
+    top1_agreement: float  # fraction of images whose argmax is the same
+    tolerance: float  # the max_rel allowed
+
+    @property
+    def passed(self) -> bool:
+        return self.max_rel <= self.tolerance
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.passed else "FAILED"
+        return (f"max abs diff {self.max_abs:.2g}, max rel diff {self.max_rel:.2g} (allowed {self.tolerance:g}), "
+                f"top-1 agreement {100 * self.top1_agreement:.0f}%: {verdict}")
+
+
+def compare_outputs(out: torch.Tensor, ref: torch.Tensor, precision: str) -> OutputCheck:
+    """The OutputCheck of logits `out` against the eager fp32 logits `ref`."""
+    out, ref = out.detach().float().flatten(1), ref.detach().float().flatten(1)
+    diff = (out - ref).abs().max().item()
+    scale = max(ref.abs().max().item(), 1e-12)
+    agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
+    return OutputCheck(precision, diff, diff / scale, agree, TOLERANCE[precision])
 
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
@@ -66,15 +147,29 @@ def fold_batchnorms(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def optimize_for_inference(model: nn.Module, compile: bool = False) -> nn.Module:
+def optimize_for_inference(model: nn.Module, compile: bool = False, *, precision: str = "fp32",
+                           engine: str | None = None, calibration: Iterable[torch.Tensor] | None = None,
+                           check_batch: torch.Tensor | None = None) -> nn.Module:
     """Eval mode, no gradients, BatchNorms folded, weights in channels_last; `compile` adds torch.compile.
 
     Inputs may stay in the default (NCHW) layout: a conv whose weight is channels_last writes a
     channels_last output, and the rest of the network follows it. Outputs equal the eager model's
     to within float rounding (the fold changes the order of the multiply-adds).
+
+    With an `engine` (eager, inductor, onnxruntime, openvino or auto) or a `precision` other than fp32, the
+    folded model is handed to that engine (engines.accelerate; engine None means auto there), checked against
+    the eager fp32 model on `check_batch`, and returned as an engines.InferenceModel whose `.check` holds the
+    result; an engine whose output is off by more than the precision allows raises OutputMismatch.
     """
     if any(p.is_meta for p in model.parameters()):
         raise ValueError("cannot optimize a model without weights (it is on the meta device); load them first")
+    if engine is not None or precision != "fp32":
+        if compile:
+            raise InputError("compile is the fp32 torch.compile path; with a precision or an engine, "
+                             "use engine inductor", setting="compile")
+        from .engines import accelerate
+        return accelerate(model, precision=precision, engine=engine or "auto", calibration=calibration,
+                          check_batch=check_batch)
     model.eval().requires_grad_(False)
     fold_batchnorms(model)
     model.to(memory_format=torch.channels_last)

@@ -221,3 +221,27 @@ def test_half_precision_exports_carry_the_dtype(tmp_path, fmt, name):
         assert {t.dtype for t in load_file(str(tmp_path / name)).values() if t.is_floating_point()} == {torch.bfloat16}
     with pytest.raises(InputError, match="onnx is exported in float32 only"):
         export(_seeded(), load_spec(SPEC), "onnx", tmp_path / "h.onnx", SIZE, 0, dtype="float16")
+
+
+def test_cli_format_from_the_name_and_contradictions(cli, tmp_path):
+    code, out, err = cli(["export", SPEC, "--out", tmp_path / "m.onnx", "--input-size", SIZE])
+    assert code == 0 and "(onnx," in out, err
+    code, _, err = cli(["export", SPEC, "--format", "onnx", "--out", tmp_path / "x.ts", "--input-size", SIZE])
+    assert code == 1 and "the name says torchscript but the format asked for is onnx" in err
+    assert not (tmp_path / "x.ts").exists()
+    code, _, err = cli(["export", SPEC, "--out", tmp_path / "m.bin"])
+    assert code == 2 and "give --format" in err
+    code, _, err = cli(["export", SPEC, "--format", "onnx", "--out", tmp_path / "h.onnx", "--dtype", "float16"])
+    assert code == 1 and "--dtype float16: onnx is exported in float32 only" in err
+
+
+def test_cli_export_from_a_checkpoint_alone_and_a_checkpoint_of_another_spec(cli, tmp_path):
+    ckpt = tmp_path / "r10.pt"
+    assert cli(["build", SPEC, "--input-size", SIZE, "--num-classes", "7", "--out", ckpt])[0] == 0
+    code, out, err = cli(["export", "--weights", ckpt, "--out", tmp_path / "m.pt2", "--input-size", SIZE])
+    assert code == 0 and "(pt2," in out, err
+    code, _, err = cli(["export", "resnet18", "--weights", ckpt, "--out", tmp_path / "o.pt"])
+    assert code == 1 and "saved from spec 'resnet10', which differs from 'resnet18'" in err
+    assert "--ignore-spec loads it anyway" in err
+    code, _, err = cli(["export", "--out", tmp_path / "o.pt"])
+    assert code == 2 and "give a SPEC, or --weights" in err

@@ -1,17 +1,21 @@
-"""resnet-spec export: a spec's model as TorchScript, ONNX, safetensors or a state_dict, checked by reading it back."""
+"""resnet-spec export: a model as TorchScript, torch.export, ONNX, safetensors, a state_dict or a Hugging Face folder,
+checked by reading it back."""
 from __future__ import annotations
 
 import sys
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from ..tools.export import EXPORTERS
+from ..tools.export import DTYPES, EXPORTERS
+from . import weights as _weights
+from .common import UsageError
 
 if TYPE_CHECKING:
     from argparse import Namespace
 
     import torch
 
+    from ..model.weights import Weights
     from ..spec.types import ResNetSpec
     from .common import Subparsers
 
@@ -20,24 +24,37 @@ FORMATS = tuple(EXPORTERS)
 
 
 def register(sub: Subparsers) -> None:
-    from .common import add_command, positive_int
-    p = add_command(sub, "export", "Write a spec's model as TorchScript, ONNX, safetensors or a state_dict, checked.",
-                    "  resnet-spec export resnet50 --format onnx --out resnet50.onnx --weights run/best.pt\n"
+    from .common import add_command, num_classes, positive_int, seed
+    p = add_command(sub, "export", "Write a model as TorchScript, torch.export, ONNX, safetensors, a state_dict or a "
+                    "Hugging Face folder, checked by loading it back.",
+                    "  resnet-spec export resnet50 --out resnet50.onnx --weights resnet50_tv.pth\n"
+                    "  resnet-spec export --weights runs/digits --out digits.pt2\n"
                     "  resnet-spec export resnet18 --format torchscript --out resnet18.ts --input-size 64\n"
-                    "  resnet-spec export specs/resnet34.yaml --format safetensors --out resnet34.safetensors",
+                    "  resnet-spec export resnet18 --out r18.safetensors --dtype bfloat16\n"
+                    "  resnet-spec export resnet50 --out hf_resnet50 --format hf",
                     description=(
-                        "Export a spec's model (seeded random weights, or --weights) to a deployment format. The "
-                        "export is loaded back and compared with the torch model before the file is written "
-                        "atomically; ONNX is run with onnxruntime at two batch sizes on its dynamic batch axis."))
-    p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
-    p.add_argument("--format", required=True, choices=FORMATS, help="what to write")
-    p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
-    p.add_argument("--weights", metavar="CKPT", help="a resnet-spec checkpoint, a plain state_dict (.pt) or "
-                   ".safetensors file whose keys and shapes match the spec (default: seeded random weights)")
-    p.add_argument("--num-classes", type=positive_int, metavar="N", help="resize the classifier to N outputs")
+                        "Export a spec's model (seeded random weights, or --weights) to a deployment format, the "
+                        "format taken from the --out name unless --format says it. The export is loaded back and "
+                        "compared with the torch model before it is written atomically; ONNX is run with onnxruntime "
+                        "at two batch sizes and, with dynamic height and width, at two image sizes. Without a spec, "
+                        "--weights must be a resnet-spec checkpoint or run folder, which carries its spec."))
+    p.add_argument("spec", metavar="FILE|NAME", nargs="?",
+                   help="a spec file, or the name of a shipped spec (default: the spec --weights carries)")
+    p.add_argument("--format", choices=FORMATS, help="what to write (default: from the --out name)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file (or, for hf, the folder) to write")
+    p.add_argument("--weights", metavar="CKPT", help="a checkpoint, train run folder, state_dict (.pt/.pth, any common "
+                   "wrapping), .safetensors file or Hugging Face folder (default: seeded random weights)")
+    p.add_argument("--ignore-spec", action="store_true",
+                   help="load --weights even if the spec they were saved from differs from SPEC")
+    p.add_argument("--static-shape", action="store_true",
+                   help="onnx: fix height and width to --input-size (the batch axis stays dynamic)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="weights' dtype, for torchscript, pt2, safetensors and state_dict (default: float32)")
+    p.add_argument("--num-classes", type=num_classes, metavar="N", help="resize the classifier to N outputs")
     p.add_argument("--input-size", type=positive_int, metavar="N",
                    help="input height and width used to trace and check (default: the spec's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and check inputs (default: 0)")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="seed of the random weights and check inputs, 0 to 2**63-1 (default: 0)")
     p.set_defaults(func=run)
 
 
@@ -45,24 +62,45 @@ def run(args: Namespace) -> int:
     from ..api import load_spec
     from ..fileio import check_writable
     from ..spec.types import with_num_classes
-    spec = load_spec(args.spec)
+    from ..tools.export import check_format, format_for
+    from .common import check_classifier, check_input_size
+    if args.format is None:
+        args.format = format_for(args.out)
+        if args.format is None:
+            raise UsageError(f"cannot tell the format from the name {args.out}; give --format")
+    check_format(args.format, args.out, args.dtype)
+    if args.spec is None and not args.weights:
+        raise UsageError("give a SPEC, or --weights of a checkpoint that carries its spec")
+    weights = _weights.read(args.weights, None) if args.weights else None
+    if args.spec is None:
+        assert weights is not None
+        spec = _weights.embedded_spec(weights)
+    else:
+        spec = load_spec(args.spec)
+        if weights is not None and not args.ignore_spec and weights.spec_data is not None:
+            _weights.refuse_other_spec(weights, spec)
+    check_classifier(spec, args.num_classes)
     if args.num_classes is not None:
         spec = with_num_classes(spec, args.num_classes)
-    check_writable(args.out)
+    if args.format != "hf":
+        check_writable(args.out)
+    check_input_size(spec, args.input_size, "--input-size")
 
     import torch
 
     from ..model.factory import build_model
     from ..tools.export import export
-    if args.weights:
-        model = build_model(spec, init="none", weights=_matching_weights(spec, args.weights))
+    if weights is not None:
+        model = build_model(spec, init="none", weights=_matching_weights(spec, weights))
     else:
         print("no --weights given: exporting the seeded random initialisation", file=sys.stderr)
         torch.manual_seed(args.seed)
         model = build_model(spec)
     size = args.input_size or spec.input_size
-    check = export(model, spec, args.format, args.out, size, args.seed)
-    mb = check.path.stat().st_size / 2**20
+    check = export(model, spec, args.format, args.out, size, args.seed, static_shape=args.static_shape,
+                   dtype=args.dtype)
+    files = [check.path] if check.path.is_file() else list(check.path.iterdir())
+    mb = sum(f.stat().st_size for f in files) / 2**20
     print(f"wrote {check.path} ({check.format}, {mb:.1f} MB)")
     if check.format in ("state_dict", "safetensors"):
         print(f"checked: {check.check}")
@@ -72,34 +110,15 @@ def run(args: Namespace) -> int:
     return 0
 
 
-def _matching_weights(spec: ResNetSpec, path: str) -> dict[str, torch.Tensor]:
-    """The checkpoint's state_dict; a key or shape that does not match the spec is shown, then refused."""
+def _matching_weights(spec: ResNetSpec, weights: Weights) -> dict[str, torch.Tensor]:
+    """The weights' state_dict; a key or shape that does not match the spec is shown, then refused."""
     from ..model.build import meta_model
     from ..tools.compare import key_diff
     from .compare import key_table
-    state = _read_state_dict(path)
+    state, path = weights.state_dict, weights.source
     keys = key_diff(meta_model(spec).state_dict(), state)
     if not keys.same:
         print("\n".join(key_table(keys, theirs="checkpoint")), file=sys.stderr)
         raise InputError(f"{path}: weights do not match the spec: {len(keys.missing)} missing, "
                            f"{len(keys.extra)} extra, {len(keys.mismatched)} of another shape (table above)")
-    return state
-
-
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    import torch
-    if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file as load_safetensors
-        except ImportError:
-            raise InputError('reading .safetensors needs safetensors: pip install "resnet-spec[export]"') from None
-        try:
-            return load_safetensors(path)
-        except Exception as e:  # a missing, truncated or foreign file: unusable input, one line
-            raise InputError(f"{path}: not a loadable safetensors file ({str(e).strip()[:200]})") from None
-    from ..model.checkpoint import load_file
-    obj = load_file(path)
-    state = obj.get("state_dict", obj)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path}: holds no state_dict (a mapping of names to tensors)")
     return state

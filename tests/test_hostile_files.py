@@ -76,7 +76,9 @@ def test_truncated_empty_and_foreign_checkpoints(cli, tiny):
     assert _weights_error(cli, "empty.pt") == (1, prefix + "empty.pt: empty file, not a checkpoint")
     assert _weights_error(cli, "notes.pt") == (1, prefix + "notes.pt: not a torch checkpoint")
     assert _weights_error(cli, "list.pt") == (1, prefix + "list.pt: expected a checkpoint dict, got list")
-    assert _weights_error(cli, "folder.pt") == (1, prefix + "folder.pt: is a directory")
+    # A folder may be a train run or a Hugging Face model (issue 14); this one is neither.
+    assert _weights_error(cli, "folder.pt") == (1, prefix + "folder.pt: a folder that is neither a train run "
+                                                "(no best.pt or last.pt) nor a Hugging Face model (no config.json)")
     assert _weights_error(cli, "absent.pt") == (1, prefix + "absent.pt: no such file")
 
 
@@ -84,7 +86,14 @@ def test_checkpoint_of_another_spec_shows_the_key_and_shape_diff(cli, tiny):
     (tiny / "other.yaml").write_text(TINY.replace("{channels: 8, blocks: 1, stride: 2}",
                                                   "{channels: 16, blocks: 2, stride: 2}"))
     assert cli(["build", "other.yaml", "--out", "other.pt"])[0] == 0
+    # The embedded spec differs from the one given: refused field by field (issue 14) ...
     assert _weights_error(cli, "other.pt") == (1, (
+        "resnet-spec build: error: other.pt: the checkpoint was saved from spec 'other', which differs from 'tiny': "
+        "$.stages[1].channels: 16 in the checkpoint, 8 given; $.stages[1].blocks: 2 in the checkpoint, 1 given "
+        "(--ignore-spec loads it anyway)"))
+    # ... and with --ignore-spec, the keys and shapes that do not fit.
+    code, _, err = cli(["build", "tiny.yaml", "--weights", "other.pt", "--ignore-spec"])
+    assert (code, err.splitlines()[-1]) == (1, (
         "resnet-spec build: error: other.pt: weights (saved from 'other') do not fit this model: "
         "12 unexpected (layer2.1.conv1.weight, layer2.1.bn1.weight, layer2.1.bn1.bias, and 9 more), "
         "16 of another shape (layer2.0.conv1.weight: 16x4x3x3 in the file, 8x4x3x3 in the model; "
@@ -268,7 +277,8 @@ def test_every_checkpoint_command_refuses_bad_files_alike(cli, tiny, command):
     for name, why in [("evil.pt", refused), ("legacy.pt", refused),
                       ("truncated.pt", "a truncated or corrupt checkpoint"),
                       ("empty.pt", "empty file, not a checkpoint"), ("notes.pt", "not a torch checkpoint"),
-                      ("folder.pt", "is a directory"), ("absent.pt", "no such file")]:
+                      ("folder.pt", "a folder that is neither a train run (no best.pt or last.pt)"
+                                    " nor a Hugging Face model (no config.json)"), ("absent.pt", "no such file")]:
         code, out, err = cli([a.replace("{f}", name) for a in CHECKPOINT_COMMANDS[command]])
         assert code == 1 and err.splitlines()[-1] == f"resnet-spec {command}: error: {name}: {why}", err
         no_traceback(out, err)

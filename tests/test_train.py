@@ -380,3 +380,39 @@ def test_torchrun_two_processes_on_gloo(digits, tmp_path, cli, cache):
     assert code == 0, err
     ev = json.loads(out)
     assert ev["images"] == 30 and ev["top1"] == pytest.approx(float(row["val_top1"]), abs=1e-6), (ev, row)
+
+
+def test_predict_and_evaluate_take_a_run_folder_and_plain_weights_with_a_spec(digits, straight, tmp_path, cli):
+    """A run folder stands for its best.pt; a bare state_dict needs --spec and gives the same predictions."""
+    image = next((digits / "val" / "3").iterdir())
+    code, from_file, err = cli(["predict", straight / "best.pt", image, "--format", "json"])
+    assert code == 0, err
+    code, from_folder, err = cli(["predict", straight, image, "--format", "json"])
+    assert code == 0 and from_folder == from_file, err
+    ck = _load(straight / "best.pt")
+    spec_file = tmp_path / "net.yaml"
+    spec_file.write_text(json.dumps({**ck["spec"], "head": {"num_classes": 10}}))  # JSON is YAML
+    plain = tmp_path / "plain.pth"
+    torch.save({"model": {"module." + k: v for k, v in ck["state_dict"].items()}}, plain)  # DDP, reference format
+    # The checkpoint knows the size it was trained at (16 px); plain weights take the spec's unless told.
+    code, out, err = cli(["predict", plain, image, "--format", "json", "--spec", spec_file, "--image-size", 16])
+    assert code == 0, err
+    assert json.loads(out)[0]["top"][0]["index"] == json.loads(from_file)[0]["top"][0]["index"]
+    assert "stripped the 'module.' prefix" in err
+    code, _, err = cli(["predict", plain, image])
+    assert code == 1 and "plain weights without a spec" in err
+    code, out, err = cli(["evaluate", straight, "--data", digits / "val", "--format", "json",
+                          "--confusion", tmp_path / "cm.png"])
+    assert code == 0 and json.loads(out)["images"] == 30, err
+
+
+def test_build_takes_a_run_folder_alone_and_swaps_the_head(straight, tmp_path, cli):
+    code, out, err = cli(["build", "--weights", straight, "--input-size", 16])
+    assert code == 0 and "output 1x10" in out, err
+    code, out, err = cli(["build", SPEC, "--weights", straight, "--num-classes", 4, "--input-size", 16])
+    assert code == 0 and "output 1x4" in out, err
+    assert "re-initialised: 10 classes in the weights, 4 in the model" in err
+    seven = tmp_path / "seven.yaml"
+    seven.write_text(f"spec_version: 1\nextends: {SPEC}\nhead: {{num_classes: 7}}\n")
+    code, _, err = cli(["build", seven, "--weights", straight / "best.pt", "--input-size", 16])
+    assert code == 1 and "the weights have 10 classes: use --num-classes 10" in err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
@@ -19,21 +20,23 @@ if TYPE_CHECKING:
 
 
 def register(sub: Subparsers) -> None:
-    from .common import add_command, positive_int
+    from .common import add_command, device_name, num_classes, positive_int, seed
     p = add_command(sub, "build", "Build a spec into a torch model, print its per-stage table and run a forward pass.",
                     "  resnet-spec build specs/resnet34.yaml\n"
                     "  resnet-spec build resnet50 --device cuda --batch 32\n"
                     "  resnet-spec build my_net.yaml --num-classes 10 --input-size 64 --out my_net.pt\n"
                     "  resnet-spec build resnet152 --dry-run --verbose\n"
                     "  resnet-spec build resnet50 --dry-run --diagram resnet50.svg")
-    p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("spec", metavar="FILE|NAME", nargs="?",
+                   help="a spec file, or the name of a shipped spec (default: the spec --weights carries)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--input-size", type=positive_int, metavar="N", help="input height and width (default: the spec's)")
     p.add_argument("--batch", type=positive_int, default=1, metavar="N",
                    help="batch size of the forward pass (default: 1)")
-    p.add_argument("--num-classes", type=positive_int, metavar="N", help="resize the classifier to N outputs")
+    p.add_argument("--num-classes", type=num_classes, metavar="N", help="resize the classifier to N outputs")
     p.add_argument("--out", metavar="FILE", help="save the state_dict with the resolved spec embedded")
-    p.add_argument("--seed", type=int, default=0, help="random seed for the weights and input (default: 0)")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="random seed for the weights and input, 0 to 2**63-1 (default: 0)")
     p.add_argument("--dry-run", action="store_true", help="print the table only; allocate no real tensors")
     p.add_argument("--verbose", action="store_true", help="one row per block instead of per stage")
     p.add_argument("--diagram", metavar="FILE", help="also draw the network stage by stage as an SVG file")
@@ -41,7 +44,11 @@ def register(sub: Subparsers) -> None:
                    help="fold each BatchNorm into its conv and use channels_last before the forward pass"
                         " (inference only)")
     p.add_argument("--weights", metavar="CKPT",
-                   help="load this checkpoint's state_dict (strictly) before the forward pass")
+                   help="load these weights (strictly) before the forward pass: a checkpoint, train run folder, "
+                        "state_dict (.pt/.pth, any common wrapping), .safetensors file or Hugging Face folder; "
+                        "with --num-classes, a classifier of another size is re-initialised")
+    p.add_argument("--ignore-spec", action="store_true",
+                   help="load --weights even if the spec they were saved from differs from SPEC")
     p.add_argument("--max-params", type=positive_int, default=Limits.max_params, metavar="N",
                    help=f"refuse specs with more parameters (default: {Limits.max_params:,})")
     p.add_argument("--max-activation-mb", type=positive_int, default=Limits.max_activation_mb, metavar="MB",
@@ -68,7 +75,21 @@ def _table(rows: list[Row], total: Row) -> str:
 def run(args: Namespace) -> int:
     from ..api import load_spec
     from ..spec.types import with_num_classes
-    spec = load_spec(args.spec)
+    from . import weights as _weights
+    from .common import UsageError, check_classifier, check_device, check_input_size, check_readable
+    if args.spec is None and not args.weights:
+        raise UsageError("give a SPEC, or --weights of a checkpoint that carries its spec")
+    if args.weights and not Path(args.weights).is_dir():  # a folder is a train run or a Hugging Face model
+        check_readable(args.weights)
+    weights = _weights.read(args.weights, None) if args.weights else None
+    if args.spec is None:
+        assert weights is not None
+        spec = _weights.embedded_spec(weights)
+    else:
+        spec = load_spec(args.spec)
+        if weights is not None and not args.ignore_spec and weights.spec_data is not None:
+            _weights.refuse_other_spec(weights, spec)
+    check_classifier(spec, args.num_classes)
     if args.num_classes is not None:
         spec = with_num_classes(spec, args.num_classes)
     if args.optimize and args.out:
@@ -77,6 +98,9 @@ def run(args: Namespace) -> int:
     for out in (args.out, args.diagram):
         if out:
             check_writable(out)
+    # Everything a flag can get wrong is found before the table is printed or a model is built.
+    check_input_size(spec, args.input_size, "--input-size")
+    check_device(args.device)
 
     import torch
 
@@ -105,10 +129,17 @@ def run(args: Namespace) -> int:
     from ..model.factory import build_model
     torch.manual_seed(args.seed)
     model = build_model(spec, limits=None).to(device).eval()  # limits: checked above, with the flags' caps
-    if args.weights:
+    if weights is not None:
         from ..model.checkpoint import load_weights
-        for warning in load_weights(model, args.weights):
-            print(f"resnet-spec build: warning: {warning}", file=sys.stderr)
+        if args.num_classes is not None and weights.num_classes not in (None, args.num_classes):
+            from ..model.weights import fit_weights
+            print(f"weights: {fit_weights(model, weights, reinit_head=True)[-1]}", file=sys.stderr)
+        elif weights.num_classes is not None and spec.head is not None and weights.num_classes != spec.head.num_classes:
+            from ..model.weights import fit_weights
+            fit_weights(model, weights)  # refused, naming the class count that would fit
+        else:
+            for warning in load_weights(model, args.weights, weights.state_dict, weights.name):
+                print(f"resnet-spec build: warning: {warning}", file=sys.stderr)
     if args.optimize:
         from ..model.optimize import optimize_for_inference
         model = optimize_for_inference(model)
@@ -139,13 +170,9 @@ def _write_diagram(path: str, spec: ResNetSpec, rows: list[Row], size: int) -> N
 
 
 def _device(name: str) -> torch.device:
+    """The torch device for a --device value that device_name and check_device accepted."""
     import torch
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device '{name}'; use cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA device is available")
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"unsupported device '{name}'; use cpu or cuda")
-    return device
+
+    from .common import check_device, device_name
+    check_device(device_name(name) if name != "auto" else "cpu")
+    return torch.device(name)

@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
-
 if TYPE_CHECKING:
     from argparse import Namespace
 
@@ -15,37 +13,46 @@ if TYPE_CHECKING:
 
 
 def register(sub: Subparsers) -> None:
-    from .common import add_command, positive_int
+    from .common import add_command, device_name, int_range, positive_int
     p = add_command(sub, "evaluate", "Evaluate a checkpoint from `resnet-spec train` on a folder of class subfolders.",
                     "  resnet-spec evaluate runs/r18/best.pt --data flowers/val\n"
                     "  resnet-spec evaluate runs/r18/best.pt --data flowers/val --confusion cm.png --format json")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a best.pt or last.pt written by `resnet-spec train`")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a best.pt or last.pt written by `resnet-spec train`, or its run folder; with --spec, any "
+                        "weights (a torchvision or timm state_dict, .safetensors, a Hugging Face folder)")
+    p.add_argument("--spec", metavar="FILE|NAME", help="the spec of plain weights that carry none")
     p.add_argument("--data", required=True, metavar="DIR", help="a folder of class subfolders, e.g. DATASET/val")
     p.add_argument("--confusion", metavar="PNG",
                    help="confusion-matrix plot (default: confusion.png beside the checkpoint)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
                    help="images per forward pass (default: 64)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="data-loading processes (default: 0)")
+    p.add_argument("--workers", type=int_range(0, 256), default=0, metavar="N",
+                   help="data-loading processes (default: 0)")
     p.add_argument("--image-size", type=positive_int, metavar="N",
                    help="crop size (default: the size the model was trained at)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.set_defaults(func=run)
 
 
 def run(args: Namespace) -> int:
     from .train import require
     require("resnet-spec evaluate", ("matplotlib",))
-    if args.workers < 0:
-        raise InputError(f"--workers must not be negative, got {args.workers}")
     from ..fileio import check_writable
-    plot = Path(args.confusion) if args.confusion else Path(args.checkpoint).parent / "confusion.png"
+    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    plot = Path(args.confusion) if args.confusion else run_dir / "confusion.png"
     check_writable(plot)
     from .build import _device
     device = _device(args.device)
     from ..train.metrics import plot_confusion
     from ..train.predict import evaluate, load_trained
-    trained = load_trained(args.checkpoint, device, args.image_size)
+    spec = None
+    if args.spec:
+        from ..api import load_spec
+        spec = load_spec(args.spec)
+    trained = load_trained(args.checkpoint, device, args.image_size, spec)
+    for note in trained.notes:
+        print(f"weights: {note}", file=sys.stderr)
 
     def on_bad(reason: str) -> None:
         print(f"resnet-spec evaluate: skipping unreadable image {reason}", file=sys.stderr)

@@ -12,11 +12,14 @@ if TYPE_CHECKING:
 
 
 def register(sub: Subparsers) -> None:
-    from .common import add_command, positive_int
+    from .common import add_command, device_name, positive_int
     p = add_command(sub, "predict", "Predict the top-k classes of images with a checkpoint from `resnet-spec train`.",
                     "  resnet-spec predict runs/r18/best.pt tulip.jpg\n"
                     "  resnet-spec predict runs/r18/best.pt photos/*.jpg --topk 3 --format json")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a best.pt or last.pt written by `resnet-spec train`")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a best.pt or last.pt written by `resnet-spec train`, or its run folder; with --spec, any "
+                        "weights (a torchvision or timm state_dict, .safetensors, a Hugging Face folder)")
+    p.add_argument("--spec", metavar="FILE|NAME", help="the spec of plain weights that carry none")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--topk", type=positive_int, default=5, metavar="K", help="classes to show per image (default: 5)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
@@ -24,7 +27,7 @@ def register(sub: Subparsers) -> None:
                    help="images per forward pass (default: 32)")
     p.add_argument("--image-size", type=positive_int, metavar="N",
                    help="crop size (default: the size the model was trained at)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.set_defaults(func=run)
 
 
@@ -32,7 +35,13 @@ def run(args: Namespace) -> int:
     from .build import _device
     device = _device(args.device)
     from ..train.predict import load_trained, predict
-    trained = load_trained(args.checkpoint, device, args.image_size)
+    spec = None
+    if args.spec:
+        from ..api import load_spec
+        spec = load_spec(args.spec)
+    trained = load_trained(args.checkpoint, device, args.image_size, spec)
+    for note in trained.notes:
+        print(f"weights: {note}", file=sys.stderr)
     bad: list[str] = []
 
     def on_bad(reason: str) -> None:

@@ -85,11 +85,15 @@ def state_dict_of(obj: dict[str, Any], path: str | Path) -> dict[str, torch.Tens
     return sd
 
 
-def load_weights(model: nn.Module, path: str | Path) -> list[str]:
+def load_weights(model: nn.Module, path: str | Path, state: dict[str, torch.Tensor] | None = None,
+                 name: str | None = None) -> list[str]:
     """Load a checkpoint's (or a .safetensors file's) tensors into model strictly; return warnings (NaN or
-    infinite values). A file that does not fit is refused with the names and shapes that differ."""
-    if str(path).endswith(".safetensors"):
-        obj: dict[str, Any] = {"state_dict": _load_safetensors(path)}
+    infinite values). A file that does not fit is refused with the names and shapes that differ.
+    `state` (and the `name` of the spec it was saved from) skips reading `path` again."""
+    if state is not None:
+        obj: dict[str, Any] = {"state_dict": state, **({"name": name} if name else {})}
+    elif str(path).endswith(".safetensors"):
+        obj = {"state_dict": _load_safetensors(path)}
     else:
         obj = load_file(path)
     sd = state_dict_of(obj, path)

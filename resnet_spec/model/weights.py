@@ -36,6 +36,7 @@ class Weights:
     spec_data: dict[str, Any] | None = None      # the spec a resnet-spec checkpoint embeds
     name: str | None = None                      # that spec's name
     classes: tuple[str, ...] | None = None       # class names a train checkpoint stores
+    config: dict[str, Any] | None = None         # a train checkpoint's settings (image size, ...)
 
     @property
     def num_classes(self) -> int | None:
@@ -56,7 +57,7 @@ def read_weights(source: Mapping[str, Any] | str | Path) -> Weights:
     if kind:
         raise InputError(f"{path}: {kind}, not a checkpoint")
     if path.suffix == ".safetensors":
-        return _from_object({"state_dict": _load_safetensors(path)}, str(path), [])
+        return _from_object(dict(_load_safetensors(path)), str(path), [])
     return _from_object(load_file(path), str(path), [])
 
 
@@ -92,12 +93,13 @@ def _from_object(obj: dict[str, Any], source: str, notes: list[str]) -> Weights:
     name = obj.get("name") if isinstance(obj.get("name"), str) else None
     classes = obj.get("classes")
     classes = tuple(classes) if isinstance(classes, list) and all(isinstance(c, str) for c in classes) else None
+    config = obj.get("train_config") if isinstance(obj.get("train_config"), dict) else None
     sd = _unwrap(obj, source, notes)
     sd = _strip_prefixes(sd, notes)
     if any(k.startswith(("resnet.embedder.", "embedder.embedder.")) for k in sd):
         sd = {hf_key_to_ours(k): v for k, v in sd.items()}
         notes.append("mapped the transformers ResNet keys to torchvision's")
-    return Weights(sd, source, tuple(notes), spec_data, name, classes)
+    return Weights(sd, source, tuple(notes), spec_data, name, classes, config)
 
 
 def _unwrap(obj: dict[str, Any], source: str, notes: list[str]) -> dict[str, torch.Tensor]:

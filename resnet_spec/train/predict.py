@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..spec.types import ResNetSpec
 from . import data, metrics
 
 
@@ -20,38 +21,41 @@ class Trained:
     classes: tuple[str, ...]
     image_size: int
     name: str
+    notes: tuple[str, ...] = ()  # what was done to read the weights (unwrapped, prefixes stripped, keys mapped)
 
 
-def load_trained(path: str | Path, device: torch.device, image_size: int | None = None) -> Trained:
-    """Build a checkpoint's model from its embedded spec and load its weights strictly; mismatches are InputErrors."""
-    from ..model.checkpoint import load_file, spec_from_checkpoint
-    from ..model.factory import build_model
-    obj = load_file(path)
-    spec = spec_from_checkpoint(obj, path)
-    state = obj.get("state_dict")
-    if not isinstance(state, dict):
-        raise InputError(f"{path}: no state_dict in the checkpoint")
+def load_trained(path: str | Path, device: torch.device, image_size: int | None = None,
+                 spec: ResNetSpec | None = None) -> Trained:
+    """A model ready to classify: a train checkpoint or run folder with its embedded spec and class names, or plain
+    weights (any source read_weights takes) with `spec`; a mismatch is one InputError saying what differs."""
+    from ..model.load import spec_of
+    from ..model.weights import fit_weights, read_weights
+    weights = read_weights(path)
+    if spec is None:
+        spec = spec_of(weights, path)
     if spec.features is not None or spec.head is None:
         raise InputError(f"{path}: its spec '{spec.name}' has no classifier head, so it cannot predict classes")
-    classes = obj.get("classes")
-    if classes is None:  # e.g. `resnet-spec build --out`: classes are known only by index
+    classes = list(weights.classes) if weights.classes is not None else None
+    if classes is None:  # e.g. `resnet-spec build --out` or a plain state_dict: classes are known only by index
         classes = [str(i) for i in range(spec.head.num_classes)]
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise InputError(f"{path}: 'classes' must be a list of class names")
     if len(classes) != spec.head.num_classes:
         raise InputError(f"{path}: {len(classes)} class names but the spec's head has {spec.head.num_classes} outputs")
     if len(set(classes)) != len(classes):
         raise InputError(f"{path}: class names repeat")
-    try:  # init="none": a meta-device build that takes the checkpoint's tensors without a random init first
-        model = build_model(spec, init="none", weights=state)
-    except (RuntimeError, ValueError) as e:
-        detail = " ".join(line.strip() for line in str(e).splitlines()[1:4])
-        raise InputError(f"{path}: weights do not match the embedded spec '{spec.name}' ({detail[:300]})") from None
-    config = obj.get("train_config")
-    if not isinstance(config, dict):
-        config = {}
-    size = image_size or int(config.get("image_size") or spec.input_size)
-    return Trained(model.to(device).eval(), tuple(classes), size, spec.name)
+    from ..model.factory import build_model
+    try:  # init="none": a meta-device build that takes the tensors without a random init first
+        model = build_model(spec, init="none", weights=weights.state_dict)
+    except (RuntimeError, ValueError):
+        model = build_model(spec)
+        try:
+            fit_weights(model, weights)  # says exactly what does not fit
+        except InputError as e:
+            which = "the embedded spec" if weights.spec_data is not None else "the spec"
+            detail = str(e).split("do not fit this model: ", 1)[-1]
+            raise InputError(f"{path}: weights do not match {which} '{spec.name}' ({detail})",
+                             setting=e.setting) from None
+    size = image_size or int((weights.config or {}).get("image_size") or spec.input_size)
+    return Trained(model.to(device).eval(), tuple(classes), size, spec.name, weights.notes)
 
 
 @dataclass(frozen=True)

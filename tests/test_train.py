@@ -416,3 +416,45 @@ def test_build_takes_a_run_folder_alone_and_swaps_the_head(straight, tmp_path, c
     seven.write_text(f"spec_version: 1\nextends: {SPEC}\nhead: {{num_classes: 7}}\n")
     code, _, err = cli(["build", seven, "--weights", straight / "best.pt", "--input-size", 16])
     assert code == 1 and "the weights have 10 classes: use --num-classes 10" in err
+
+
+def _subset(digits: Path, dest: Path, keep: tuple[str, ...]) -> Path:
+    for split in ("train", "val"):
+        for d in keep:
+            shutil.copytree(digits / split / d, dest / split / d)
+    return dest
+
+
+def test_fine_tune_from_a_run_freezes_and_resumes_exactly(digits, straight, tmp_path):
+    """--weights a 10-class run onto 5 classes: new head, stem and layer1 frozen (stats too), head at 10x lr;
+    one epoch then --resume equals two straight epochs bit for bit (a constant lr: --epochs sets the cosine span)."""
+    five = _subset(digits, tmp_path / "five", ("5", "6", "7", "8", "9"))
+    tune = ["--weights", straight, "--freeze", 1, "--head-lr-scale", 10, "--schedule", "none", *FAST]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    _train_here([SPEC, "--data", five, "--out", whole, "--epochs", 2, *tune])
+    _train_here([SPEC, "--data", five, "--out", part, "--epochs", 1, *tune])
+    _train_here(["--resume", part, "--epochs", 2])
+    got, want = _load(part / "last.pt"), _load(whole / "last.pt")
+    _same_state(got["state_dict"], want["state_dict"])
+    pretrained = _load(straight / "best.pt")["state_dict"]
+    sd = want["state_dict"]
+    assert sd["fc.weight"].shape == (5, 128)
+    for k in sd:  # the stem and layer1 are exactly the pretrained ones, BatchNorm statistics included
+        if k.split(".")[0] in ("conv1", "bn1", "layer1"):
+            assert torch.equal(sd[k], pretrained[k]), k
+    assert not torch.equal(sd["layer2.0.conv1.weight"], pretrained["layer2.0.conv1.weight"])
+    cfg = want["train_config"]
+    assert (cfg["freeze"], cfg["head_lr_scale"]) == (1, 10.0)
+    groups = want["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == pytest.approx([0.003, 0.03])
+
+
+def test_fine_tune_refuses_bad_settings_before_work(digits, straight, tmp_path, cli):
+    code, _, err = cli(["train", SPEC, "--data", digits, "--out", tmp_path / "r", "--freeze", 9, *FAST])
+    assert code == 2 and "--freeze" in err
+    code, _, err = cli(["train", SPEC, "--data", digits, "--out", tmp_path / "r", "--freeze", 5, *FAST])
+    assert code == 2 and "5 stages, but resnet10_cifar has 4" in err
+    code, _, err = cli(["train", SPEC, "--data", digits, "--out", tmp_path / "r", "--weights", tmp_path / "no.pt",
+                        *FAST])
+    assert code == 1 and "no.pt: no such file" in err
+    assert not (tmp_path / "r").exists()

@@ -20,7 +20,7 @@ RESUMABLE = ("epochs", "workers", "device", "data")
 
 
 def register(sub: Subparsers) -> None:
-    from .common import add_command, positive_int
+    from .common import add_command, device_name, float_range, int_range, positive_int, seed
     p = add_command(sub, "train", "Train a spec on an image folder with train/ and val/ class subfolders.",
                     "  resnet-spec train specs/resnet18.yaml --data flowers --out runs/r18 --epochs 30\n"
                     "  resnet-spec train specs/resnet10_cifar.yaml --data digits --image-size 32"
@@ -32,28 +32,40 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--out", metavar="RUN_DIR", help="where checkpoints and logs go (default: runs/<spec name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     p.add_argument("--image-size", type=positive_int, metavar="N", help="training crop size in pixels (default: 224)")
-    p.add_argument("--epochs", type=positive_int, metavar="N", help="total epochs (default: 30)")
+    p.add_argument("--epochs", type=int_range(1, 100_000), metavar="N", help="total epochs (default: 30)")
     p.add_argument("--batch-size", type=positive_int, metavar="N", help="images per step per process (default: 128)")
-    p.add_argument("--workers", type=int, metavar="N", help="data-loading processes per training process (default: 4)")
+    p.add_argument("--workers", type=int_range(0, 256), metavar="N",
+                   help="data-loading processes per training process (default: 4)")
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help="default: sgd (momentum 0.9)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 0.1)")
-    p.add_argument("--weight-decay", type=float, metavar="WD", help="default: 1e-4")
+    p.add_argument("--lr", type=float_range(0, 1e3, low_open=True),
+                   help="peak learning rate, more than 0 (default: 0.1)")
+    p.add_argument("--weight-decay", type=float_range(0, 1e3), metavar="WD", help="default: 1e-4")
     p.add_argument("--schedule", choices=("cosine", "step", "none"),
                    help="lr decay after warmup: cosine, step (x0.1 after each third) or none (default: cosine)")
-    p.add_argument("--warmup", type=int, metavar="EPOCHS", help="epochs of linear lr warmup (default: 0)")
-    p.add_argument("--label-smoothing", type=float, metavar="EPS", help="default: 0")
-    p.add_argument("--seed", type=int, help="seed for weights, data order and augmentation (default: 0)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto; under torchrun, cuda:LOCAL_RANK)")
+    p.add_argument("--warmup", type=int_range(0, 100_000), metavar="EPOCHS",
+                   help="epochs of linear lr warmup, fewer than --epochs (default: 0)")
+    p.add_argument("--label-smoothing", type=float_range(0, 1, high_open=True), metavar="EPS",
+                   help="0 to below 1 (default: 0)")
+    p.add_argument("--seed", type=seed, help="seed for weights, data order and augmentation (default: 0)")
+    p.add_argument("--device", type=device_name,
+                   help="auto, cpu, cuda or cuda:N (default: auto; under torchrun, cuda:LOCAL_RANK)")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"),
                    help="autocast precision: bf16 (CUDA or CPU) or fp16 (CUDA only, with a gradient scaler)")
     p.add_argument("--channels-last", action="store_true", default=None, help="train in channels_last memory format")
-    p.add_argument("--min-scale", type=float, metavar="S",
+    p.add_argument("--min-scale", type=float_range(0, 1, low_open=True), metavar="S",
                    help="smallest area fraction of RandomResizedCrop (default: 0.08, torchvision's)")
     p.add_argument("--no-flip", dest="hflip", action="store_false", default=None,
                    help="no random horizontal flip (for data where mirroring changes the class, e.g. digits)")
     p.add_argument("--cache", choices=("auto", "on", "off"),
                    help="decode the images once into memory on the training device and crop whole batches there:"
                         " auto does it when the train images share one size and all fit in 1 GiB (default: auto)")
+    p.add_argument("--weights", metavar="CKPT",
+                   help="fine-tune: start from these weights (a checkpoint, run folder, state_dict in any common "
+                        "wrapping, .safetensors or Hugging Face folder); a head of another size is re-initialised")
+    p.add_argument("--freeze", type=int_range(0, 8), metavar="N",
+                   help="fine-tune: freeze the stem and the first N stages, BatchNorm statistics included (default: 0)")
+    p.add_argument("--head-lr-scale", type=float_range(0, 1e6, low_open=True), metavar="X",
+                   help="the classifier's learning rate as a multiple of --lr (default: 1)")
     p.set_defaults(func=run)
 
 
@@ -64,30 +76,22 @@ def _given(args: Namespace) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def _check_ranges(given: dict[str, Any]) -> None:
-    for name in ("workers", "warmup", "weight_decay"):
-        if name in given and given[name] < 0:
-            raise InputError(f"--{name.replace('_', '-')} must not be negative, got {given[name]}")
-    if "lr" in given and not given["lr"] > 0:
-        raise InputError(f"--lr must be positive, got {given['lr']}")
-    if "label_smoothing" in given and not 0 <= given["label_smoothing"] < 1:
-        raise InputError(f"--label-smoothing must be in [0, 1), got {given['label_smoothing']}")
-    if "min_scale" in given and not 0 < given["min_scale"] <= 1:
-        raise InputError(f"--min-scale must be in (0, 1], got {given['min_scale']}")
-
-
-def _device_ok(name: str) -> None:
-    import torch
-    if name == "auto":
-        return
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"unsupported device '{name}'; use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA device is available")
+def _check_before_work(cfg: TrainConfig, spec: ResNetSpec) -> None:
+    """Usage and size errors found before a run folder, a data loader or a model is made."""
+    from .common import UsageError, check_device, check_input_size
+    if cfg.warmup >= cfg.epochs and cfg.warmup:
+        raise UsageError(f"argument --warmup: {cfg.warmup} warmup epochs leave none of the {cfg.epochs} epochs "
+                         "to train at the full rate; give fewer than --epochs")
+    if cfg.device != "auto":
+        check_device(cfg.device)
+    check_input_size(spec, cfg.image_size, "--image-size")
+    from ..train.loop import check_trainable
+    check_trainable(spec)
+    if cfg.freeze > len(spec.stages):
+        raise UsageError(f"argument --freeze: {cfg.freeze} stages, but {spec.name} has {len(spec.stages)}")
+    if cfg.weights and not Path(cfg.weights).is_dir():  # a folder is a train run or a Hugging Face model
+        from .common import check_readable
+        check_readable(cfg.weights)
 
 
 def require(command: str, modules: tuple[str, ...]) -> None:
@@ -101,7 +105,6 @@ def require(command: str, modules: tuple[str, ...]) -> None:
 def run(args: Namespace) -> int:
     require("resnet-spec train", ("tqdm", "matplotlib"))
     given = _given(args)
-    _check_ranges(given)
     if args.resume:
         cfg, spec, resume = _resume(args, given)
     else:
@@ -117,10 +120,10 @@ def run(args: Namespace) -> int:
         cfg = TrainConfig(spec=str(args.spec), data=str(args.data), out=out,
                           **{k: v for k, v in given.items() if k != "data"})
         resume = None
-    _device_ok(cfg.device)
+    _check_before_work(cfg, spec)
     from ..train.loop import train
     summary = train(cfg, spec, resume)
-    if summary["history"] and summary["best_top1"] >= 0:
+    if summary.get("main", True) and summary["history"] and summary["best_top1"] >= 0:  # once, under torchrun
         print(f"best val top-1 {100 * summary['best_top1']:.2f}%; checkpoints in {cfg.out}")
     return 0
 

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..fileio import atomic_write
 from ..registry import lookup
 from ..spec.types import ResNetSpec, with_num_classes
-from . import data, distributed, loaders, metrics, runstate
+from . import data, distributed, finetune, loaders, metrics, runstate
 from .optimizers import OPTIMIZERS
 
 
@@ -47,6 +47,9 @@ class TrainConfig:
     min_scale: float = 0.08
     hflip: bool = True
     cache: str = "auto"
+    weights: str | None = None   # start from these weights (any source read_weights takes), head re-initialised
+    freeze: int = 0              # stem and this many first stages frozen, BatchNorm statistics included
+    head_lr_scale: float = 1.0   # the classifier's learning rate, as a multiple of lr
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
@@ -64,10 +67,11 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """cfg.optimizer (a name in OPTIMIZERS) over the model's trainable parameters; ValueError for an unknown name."""
+    """cfg.optimizer (a name in OPTIMIZERS) over the model's trainable parameters, the head at its own rate when
+    cfg.head_lr_scale says so; ValueError for an unknown name."""
     factory = lookup(OPTIMIZERS, "optimizer", cfg.optimizer)
-    params = [p for p in model.parameters() if p.requires_grad]
-    return factory(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    groups = finetune.param_groups(model, cfg.lr, cfg.head_lr_scale)
+    return factory(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -82,12 +86,17 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 def prepare_spec(spec: ResNetSpec, classes: tuple[str, ...]) -> ResNetSpec:
     """The spec with its head sized to the data's classes; refuse specs that cannot classify RGB images."""
+    check_trainable(spec)
+    return with_num_classes(spec, len(classes))
+
+
+def check_trainable(spec: ResNetSpec) -> None:
+    """InputError for a spec that cannot classify RGB images: one that returns feature maps, or not 3 channels."""
     if spec.features is not None:
         raise InputError(f"spec '{spec.name}' returns feature maps (features: {list(spec.features)}), not logits; "
                            "training needs a classifier head")
     if spec.in_channels != 3:
         raise InputError(f"spec '{spec.name}' takes {spec.in_channels}-channel input; training reads RGB images (3)")
-    return with_num_classes(spec, len(classes))
 
 
 class Run:
@@ -105,8 +114,13 @@ class Run:
         self.model = build_model(self.spec).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.weights_notes: list[str] = []
         if resume is not None:
             self.model.load_state_dict(resume["state_dict"])
+        elif cfg.weights:
+            self.weights_notes = finetune.load_pretrained(self.model, cfg.weights)
+        # Frozen after loading, on resume too: the run's config says what stays as the weights had it.
+        self.frozen = finetune.freeze(self.model, cfg.freeze)
         batches = loaders.make(cfg, train, val, dist, self.device)
         # The checkpoints record the path taken, not "auto": a resumed run must not re-decide it.
         self.cfg = cfg = replace(cfg, cache=batches.cache)
@@ -149,6 +163,8 @@ class Run:
         runstate.seed_everything(self.cfg.seed * 1_000_003 + epoch * 1_009 + self.dist.rank)
         self.sampler.set_epoch(epoch)
         self.net.train()
+        for m in self.frozen:  # frozen stages keep their BatchNorm statistics
+            m.eval()
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         waited = 0.0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
@@ -265,6 +281,7 @@ def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict[str, Any] | None = No
     if resume is not None and tuple(resume["classes"]) != train_split.classes:
         raise InputError(f"{cfg.data}: classes {list(train_split.classes)} differ from the run's {resume['classes']}")
     dist = distributed.from_env()
+    created = dist.main and not Path(cfg.out).exists()
     if dist.main:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         # A run killed while writing leaves atomic_write's temp file behind (the target itself is intact).
@@ -279,9 +296,29 @@ def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict[str, Any] | None = No
                   + f": {len(train_split.samples)} train / {len(val_split.samples)} val images,"
                   f" {len(train_split.classes)} classes, epochs {run.start_epoch + 1}..{cfg.epochs}\n{run.data_note}",
                   flush=True)
+            for note in run.weights_notes:
+                print(f"weights: {note}", flush=True)
+            if cfg.freeze:
+                print(f"frozen: the stem and the first {cfg.freeze} stage(s), BatchNorm statistics included")
         summary = run.fit()
     except BaseException:
         distributed.shutdown(dist, wait=False)
+        if created:
+            _remove_unused_run_folder(Path(cfg.out))
         raise
     distributed.shutdown(dist, wait=True)
-    return summary
+    return {**summary, "main": dist.main}  # only the main process reports the run
+
+
+def _remove_unused_run_folder(out: Path) -> None:
+    """Remove a run folder this run created but never saved a checkpoint in; anything else in it is kept."""
+    if (out / "last.pt").exists():
+        return
+    for name in ("class_indices.json",):
+        (out / name).unlink(missing_ok=True)
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:  # something else is in it: not ours to remove
+        pass

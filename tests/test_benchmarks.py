@@ -28,3 +28,21 @@ def test_bench_smoke_runs_every_row(tmp_path):
     assert engine_lines and all(line.split(" | ")[5].endswith(" s") for line in engine_lines)
     # A smoke run judges no goal: toy sizes say nothing about speed.
     assert "Goals met: 0 of 0." in text
+
+
+def _script_smoke(name: str, *extra: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--smoke", *extra],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_train_digits_smoke_runs():
+    out = _script_smoke("train_digits.py", "--threads", "1")
+    assert "val top-1: final" in out and "loop overhead:" in out
+
+
+def test_finetune_digits_smoke_runs():
+    out = _script_smoke("finetune_digits.py")
+    assert "fine-tuned from it" in out and "from scratch" in out

@@ -257,3 +257,17 @@ def test_import_hf_writes_a_spec_that_loads_the_weights(tmp_path):
     (tmp_path / "other" / "config.json").write_text('{"model_type": "vit"}')
     with pytest.raises(InputError, match="a model of type 'vit'"):
         import_hf(tmp_path / "other")
+
+
+def test_cli_import_hf_then_build_with_its_weights(tmp_path, cli):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ResNetConfig(layer_type="basic", depths=[1, 1], hidden_sizes=[8, 16], embedding_size=8,
+                                    num_labels=3)
+    transformers.ResNetForImageClassification(cfg).save_pretrained(tmp_path / "hf")
+    code, out, err = cli(["import", f"hf:{tmp_path / 'hf'}", "--out", tmp_path / "hf.yaml"])
+    assert code == 0 and "basic blocks [1, 1]" in out, err
+    code, out, err = cli(["build", tmp_path / "hf.yaml", "--weights", tmp_path / "hf", "--input-size", 32])
+    assert code == 0 and "output 1x3" in out, err
+    assert "mapped the transformers ResNet keys" in err
+    code, _, err = cli(["import", f"hf:{tmp_path / 'nothing'}"])
+    assert code == 1 and "no such file" in err

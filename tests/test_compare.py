@@ -79,14 +79,14 @@ def test_timm_reference(cli):
 ])
 def test_bad_reference_is_one_line(cli, ref, message):
     code, out, err = cli(["compare", "resnet18", "--reference", ref])
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""  # trouble, not "differs" (as diff(1) and cmp(1))
     assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_without_timm_says_how_to_install_it(cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` raise ImportError
     code, _, err = cli(["compare", "resnet18", "--reference", "timm:resnet18"])
-    assert code == 1 and "pip install timm" in err
+    assert code == 2 and "pip install timm" in err
 
 
 def test_bad_arguments(cli):
@@ -94,7 +94,7 @@ def test_bad_arguments(cli):
     assert cli(["compare", "resnet18", "--reference", "torchvision:resnet18", "--dtype", "float16"])[0] == 2
     assert cli(["compare", "resnet18"])[0] == 2
     code, _, err = cli(["compare", "resnet18", "--reference", "torchvision:resnet18", "--device", "tpu"])
-    assert code == 1 and "device" in err
+    assert code == 2 and "device" in err
 
 
 def test_key_diff():
@@ -157,7 +157,7 @@ def test_diff_lists_a_removed_stage(cli, tmp_path):
 
 def test_diff_bad_spec_is_reported(cli):
     code, _, err = cli(["diff", "resnet18", "resnet_nope"])
-    assert code == 1 and "no shipped spec" in err
+    assert code == 2 and "no shipped spec" in err  # trouble, as diff(1): 1 means "differs"
 
 
 def test_nan_output_is_never_within_tolerance():

@@ -65,7 +65,9 @@ class ResidualBlock(nn.Module):
         identity = x
         if self.downsample is not None:
             identity = self.downsample(x)
-        out += identity
+        # Out of place after an act-before-add: an in-place add would overwrite the (in-place) activation's
+        # output, which its backward pass needs.
+        out = out + identity if self.act_before_add else out.add_(identity)
         result: torch.Tensor = self.relu(out)
         return result
 

@@ -16,6 +16,7 @@ from .limits import check as check_limits
 
 INITS = ("random", "none")
 OPTIMIZATIONS = (None, "inference")
+MAX_CLASSES = 100_000  # the schema's maximum for head.num_classes
 
 
 def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None = None, *, init: str = "random",
@@ -23,14 +24,18 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
                 compile: bool = False, limits: Limits | None = DEFAULT_LIMITS) -> nn.Module:
     """Build the network a spec (or a spec file, or a shipped spec name) describes.
 
-    init="random" draws torchvision's seeded init. init="none" builds on the meta device and skips
-    the init: pass `weights` (a state_dict, loaded strictly and without a copy), or call
+    num_classes replaces the head's class count; 0 builds no classifier, so the model returns pooled
+    features (timm's num_classes=0). init="random" draws torchvision's seeded init. init="none" builds on
+    the meta device and skips the init: pass `weights` (a state_dict, loaded strictly and without a copy), or call
     `load_state_dict(sd, assign=True)` and then `materialize_buffers(model)` yourself.
     optimize="inference" folds each BatchNorm into its conv and uses channels_last (eval mode,
     no gradients); `compile=True` also wraps it in torch.compile.
     `limits` caps the blocks and the parameters before any weight is written (None: no check);
     the activation cap is left to the forward pass's caller, who knows the input size and batch.
     """
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or not 0 <= num_classes <= MAX_CLASSES):
+        raise ValueError(f"num_classes must be an integer from 0 to {MAX_CLASSES}, got {num_classes!r}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if optimize not in OPTIMIZATIONS:

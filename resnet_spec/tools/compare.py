@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -82,21 +83,34 @@ def _unknown(ref: Reference, names: list[str]) -> InputError:
     return InputError(f"{ref.source} has no model named '{ref.name}'{hint}")
 
 
-def reference_model(ref: Reference) -> nn.Module:
-    """The reference model with its library's own random initialisation, on the CPU, in eval mode."""
+def reference_model(ref: Reference, kwargs: Mapping[str, object] | None = None) -> nn.Module:
+    """The reference model with its library's own random initialisation, on the CPU, in eval mode.
+    `kwargs` go to its constructor (torchvision's get_model, timm's create_model): num_classes=10, ..."""
+    args: dict[str, Any] = dict(kwargs or {})
     if ref.source == "torchvision":
         import torchvision
         names = torchvision.models.list_models(module=torchvision.models)
         if ref.name not in names:
             raise _unknown(ref, names)
-        return torchvision.models.get_model(ref.name, weights=None).eval()
+        return _construct(ref, lambda: torchvision.models.get_model(ref.name, weights=None, **args), args)
     try:
         import timm
     except ImportError:
         raise InputError(TIMM_HINT) from None
     if not timm.is_model(ref.name):
         raise _unknown(ref, timm.list_models())
-    return timm.create_model(ref.name, pretrained=False).eval()
+    return _construct(ref, lambda: timm.create_model(ref.name, pretrained=False, **args), args)
+
+
+def _construct(ref: Reference, make: Callable[[], nn.Module], kwargs: Mapping[str, object]) -> nn.Module:
+    """make(), in eval mode; a constructor's refusal of the arguments is an InputError naming them."""
+    try:
+        return make().eval()
+    except (TypeError, ValueError, AssertionError, KeyError) as e:
+        if not kwargs:
+            raise
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise InputError(f"{ref} does not take {args}: {type(e).__name__}: {e}") from None
 
 
 def randomise_norms_(model: nn.Module, seed: int) -> None:
@@ -200,3 +214,25 @@ def compare_to_model(spec: ResNetSpec, theirs: nn.Module, input_size: int, batch
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, spec.in_channels, input_size, input_size, generator=g, dtype=dtype).to(device)
     return keys, output_diff(ours, theirs, x)
+
+
+MAX_ROWS = 40  # rows of a key table shown as text
+
+
+def _shape(s: tuple[int, ...] | None) -> str:
+    return "-" if s is None else "x".join(map(str, s)) or "scalar"
+
+
+def key_table(keys: KeyDiff, theirs: str = "reference", max_rows: int | None = MAX_ROWS) -> list[str]:
+    """The key diff as table lines: shape mismatches first, then missing and extra keys."""
+    rows = ([("shape", k, a, b) for k, a, b in keys.mismatched] + [("missing", k, None, s) for k, s in keys.missing]
+            + [("extra", k, s, None) for k, s in keys.extra])
+    if not rows:
+        return []
+    shown = rows if max_rows is None else rows[:max_rows]
+    width = max(len(k) for _, k, _, _ in shown)
+    lines = [f"  {'':<8} {'key':<{width}}  {'spec':>16}  {theirs:>16}"]
+    lines += [f"  {kind:<8} {k:<{width}}  {_shape(a):>16}  {_shape(b):>16}" for kind, k, a, b in shown]
+    if len(rows) > len(shown):
+        lines.append(f"  ... and {len(rows) - len(shown)} more")
+    return lines

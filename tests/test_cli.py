@@ -12,12 +12,14 @@ from resnet_spec.model.checkpoint import load_file, spec_from_checkpoint
 def test_validate_ok_and_invalid(cli, monkeypatch):
     code, out, err = cli(["validate", SPECS / "resnet18.yaml", SPECS / "resnet50.yaml"])
     assert code == 0 and out.count(": ok") == 2 and err == ""
+    assert out.splitlines()[-1] == "2 files valid"
     monkeypatch.chdir(DATA / "invalid")
     code, out, err = cli(["validate", "bad_enum.yaml", "zero_blocks.yaml"])
-    assert code == 1
-    assert err.splitlines() == [
+    assert code == 1 and err == ""  # findings go to stdout, as a linter's do (issue 15)
+    assert out.splitlines() == [
         "bad_enum.yaml:2:15: $.block.type: 'bottlenek' is not one of 'basic', 'bottleneck'; did you mean 'bottleneck'?",
-        "zero_blocks.yaml:3:28: $.stages[0].blocks: 0 is less than the minimum of 1"]
+        "zero_blocks.yaml:3:28: $.stages[0].blocks: 0 is less than the minimum of 1",
+        "2 errors in 2 files"]
     assert "Traceback" not in err
 
 
@@ -64,11 +66,12 @@ def test_bad_usage_exits_2_and_bad_input_exits_1(cli, tmp_path):
     assert code == 2 and err.splitlines()[-1] == "resnet-spec build: error: argument --batch: must be at least 1, got 0"
     code, _, err = cli(["build", "resnet18", "--out", tmp_path / "missing" / "m.pt"])
     assert code == 1 and "does not exist" in err
-    code, _, err = cli(["build", "resnet18", "--device", "tpu"])
-    assert code == 1 and "Traceback" not in err
+    # Issue 15: a device that does not exist, or is not there, is bad usage (2), found before the table.
+    code, out, err = cli(["build", "resnet18", "--device", "tpu"])
+    assert code == 2 and out == "" and "resnet-spec build: error: argument --device" in err and "Traceback" not in err
     if not torch.cuda.is_available():
-        code, _, err = cli(["build", "resnet18", "--device", "cuda", "--input-size", "32"])
-        assert code == 1 and "no CUDA device" in err
+        code, out, err = cli(["build", "resnet18", "--device", "cuda", "--input-size", "32"])
+        assert code == 2 and out == "" and "no CUDA device" in err
     code, _, err = cli(["build", "resnt34"])
     assert code == 1 and err.strip() == ("resnt34: no such file, and no shipped spec by that name;"
                                          " did you mean 'resnet34'?")

@@ -28,6 +28,13 @@ def _argv(case: str) -> list[str]:
     return shlex.split(args.read_text()) if args.exists() else ["validate", f"{case}.yaml"]
 
 
+def findings(out: str) -> str:
+    """validate's stdout without its closing summary line (issue 15: findings go to stdout, as a linter's do)."""
+    *lines, summary = out.splitlines(keepends=True)
+    assert re.fullmatch(r"(\d+ errors? in \d+ files?( \(of \d+\))?|\d+ files? valid)(, \d+ warnings?)?\n", summary), out
+    return "".join(lines)
+
+
 # The committed corpus.
 
 def test_corpus_is_complete():
@@ -40,8 +47,12 @@ def test_corpus_is_complete():
 @pytest.mark.parametrize("case", CASES)
 def test_corpus_case_gives_its_exact_error(cli, monkeypatch, case):
     monkeypatch.chdir(HOSTILE)
-    code, out, err = cli(_argv(case))
+    argv = _argv(case)
+    code, out, err = cli(argv)
     assert code == 1
+    if argv[0] == "validate":
+        assert err == ""
+        out, err = "", findings(out)
     assert err == (HOSTILE / f"{case}.expected").read_text()
     assert err.strip(), "a refusal must say why"
     no_traceback(out, err)
@@ -64,7 +75,9 @@ def test_every_spec_command_refuses_the_corpus_alike(cli, monkeypatch, command):
         if (HOSTILE / f"{case}.args").exists():
             continue
         code, out, err = cli([a.replace("{f}", f"{case}.yaml") for a in SPEC_COMMANDS[command]])
-        assert (code, err) == (1, (HOSTILE / f"{case}.expected").read_text()), case
+        # diff and compare say 1 for "differs", so a spec they cannot use is trouble: 2, as in diff(1).
+        assert (code, err) == (2 if command in ("diff", "compare") else 1,
+                               (HOSTILE / f"{case}.expected").read_text()), case
         no_traceback(out, err)
     assert not (HOSTILE / "never.pt").exists()
 
@@ -76,8 +89,8 @@ def test_python_tag_runs_nothing(cli, monkeypatch, tmp_path, command):
     spec = tmp_path / "python_tag.yaml"
     spec.write_text((HOSTILE / "python_tag.yaml").read_text())
     monkeypatch.chdir(tmp_path)
-    code, _, err = cli([command, "python_tag.yaml"])
-    assert code == 1 and "YAML tags" in err
+    code, out, err = cli([command, "python_tag.yaml"])
+    assert code == 1 and "YAML tags" in (findings(out) if command == "validate" else err)
     assert not (tmp_path / "marker_python_tag").exists()
     # The payload is live: PyYAML's unsafe loader runs it. So the check above can fail.
     yaml.unsafe_load(spec.read_text())
@@ -119,7 +132,7 @@ def test_100000_levels_of_nesting(tmp_path, parser, shape):
                       "sys.exit(main(['validate', 'deep.yaml']))", tmp_path)
     assert r.returncode == 1, r.stderr  # a segfault would be -11
     assert re.fullmatch(r"deep\.yaml:\d+:\d+: (\$[.\w\[\]]*: )?nesting deeper than 32 levels; a spec needs a handful\n",
-                        r.stderr), r.stderr
+                        findings(r.stdout)), r.stdout
 
 
 def test_50_mb_file_is_refused_by_the_size_cap(cli, monkeypatch, tmp_path):
@@ -131,15 +144,16 @@ def test_50_mb_file_is_refused_by_the_size_cap(cli, monkeypatch, tmp_path):
     assert (tmp_path / "big.yaml").stat().st_size > 50_000_000
     monkeypatch.chdir(tmp_path)
     code, out, err = cli(["validate", "big.yaml"])
-    assert code == 1
-    assert err == "big.yaml: file is larger than the 1,048,576-byte (1 MiB) limit for a spec\n"
+    assert code == 1 and err == ""
+    assert findings(out) == "big.yaml: file is larger than the 1,048,576-byte (1 MiB) limit for a spec\n"
 
 
 def test_too_many_values_is_refused(cli, monkeypatch, tmp_path):
     """Under the size cap, 12,000 values would make the schema walk and the error list long."""
     (tmp_path / "wide.yaml").write_text("spec_version: 1\nstages: [" + "{}, " * 12_000 + "]\n")
     monkeypatch.chdir(tmp_path)
-    code, _, err = cli(["validate", "wide.yaml"])
+    code, out, _ = cli(["validate", "wide.yaml"])
+    err = findings(out)
     assert code == 1
     assert err == "wide.yaml:2:39990: more than 10,000 keys and values; a spec holds a few hundred\n"
 
@@ -147,10 +161,13 @@ def test_too_many_values_is_refused(cli, monkeypatch, tmp_path):
 def test_directory_missing_and_overlong_names(cli, monkeypatch, tmp_path):
     (tmp_path / "dir.yaml").mkdir()
     monkeypatch.chdir(tmp_path)
-    assert cli(["validate", "dir.yaml"])[1:] == ("", "dir.yaml: is a directory, not a spec file\n")
-    assert cli(["validate", "missing.yaml"])[1:] == ("", "missing.yaml: no such file\n")
+    code, out, err = cli(["validate", "dir.yaml"])
+    assert (code, err, findings(out)) == (1, "", "dir.yaml: is a directory, not a spec file\n")
+    code, out, err = cli(["validate", "missing.yaml"])
+    assert (code, err, findings(out)) == (1, "", "missing.yaml: no such file\n")
     long = "a" * 5000 + ".yaml"
-    code, _, err = cli(["validate", long])
+    code, out, _ = cli(["validate", long])
+    err = findings(out)
     assert code == 1 and err == f"{long}: cannot read: File name too long\n"
 
 
@@ -158,16 +175,19 @@ def test_a_pipe_is_refused_without_blocking(cli, monkeypatch, tmp_path):
     os.mkfifo(tmp_path / "pipe.yaml")  # opening it for reading would wait for a writer forever
     (tmp_path / "via.yaml").write_text("spec_version: 1\nextends: pipe.yaml\n")
     monkeypatch.chdir(tmp_path)
-    code, _, err = cli(["validate", "pipe.yaml"])
+    code, out, _ = cli(["validate", "pipe.yaml"])
+    err = findings(out)
     assert code == 1 and err == "pipe.yaml: is not a regular file (a pipe, socket or device), not a spec file\n"
-    code, _, err = cli(["validate", "via.yaml"])
+    code, out, _ = cli(["validate", "via.yaml"])
+    err = findings(out)
     assert code == 1 and err == "pipe.yaml: is not a regular file (a pipe, socket or device), not a spec file\n"
 
 
 def test_a_symlink_loop_is_refused(cli, monkeypatch, tmp_path):
     (tmp_path / "loop.yaml").symlink_to("loop.yaml")
     monkeypatch.chdir(tmp_path)
-    code, _, err = cli(["validate", "loop.yaml"])
+    code, out, _ = cli(["validate", "loop.yaml"])
+    err = findings(out)
     assert code == 1 and err == "loop.yaml: cannot read: Too many levels of symbolic links\n"
 
 
@@ -176,7 +196,8 @@ def test_unreadable_file(cli, monkeypatch, tmp_path):
     (tmp_path / "secret.yaml").write_text("spec_version: 1\n")
     (tmp_path / "secret.yaml").chmod(0)
     monkeypatch.chdir(tmp_path)
-    assert cli(["validate", "secret.yaml"])[1:] == ("", "secret.yaml: cannot read: Permission denied\n")
+    code, out, err = cli(["validate", "secret.yaml"])
+    assert (code, err, findings(out)) == (1, "", "secret.yaml: cannot read: Permission denied\n")
 
 
 def test_unreadable_file_as_any_user(cli, monkeypatch, tmp_path):
@@ -190,13 +211,15 @@ def test_unreadable_file_as_any_user(cli, monkeypatch, tmp_path):
         return real_open(self, *args, **kwargs)
     monkeypatch.setattr(Path, "open", refuse)
     monkeypatch.chdir(tmp_path)
-    assert cli(["validate", "secret.yaml"])[1:] == ("", "secret.yaml: cannot read: Permission denied\n")
+    code, out, err = cli(["validate", "secret.yaml"])
+    assert (code, err, findings(out)) == (1, "", "secret.yaml: cannot read: Permission denied\n")
 
 
 def test_extends_chain_of_the_documented_limit_is_accepted(cli, monkeypatch):
     """8 files (parts/chain1 .. chain8) load; extends_too_deep.yaml adds a ninth and is refused."""
     monkeypatch.chdir(HOSTILE)
-    assert cli(["validate", "parts/chain1.yaml"]) == (0, "parts/chain1.yaml: ok\n", "")
+    code, out, err = cli(["validate", "parts/chain1.yaml"])
+    assert (code, err, findings(out)) == (0, "", "parts/chain1.yaml: ok\n")
 
 
 # Absurd sizes: refused before anything is allocated.
@@ -262,4 +285,5 @@ def test_windows_files_are_accepted(cli, monkeypatch, tmp_path):
     """Not hostile, only foreign: a UTF-8 byte-order mark and CRLF line endings load as usual."""
     (tmp_path / "win.yaml").write_bytes(b"\xef\xbb\xbfspec_version: 1\r\nstages: [{channels: 8, blocks: 1}]\r\n")
     monkeypatch.chdir(tmp_path)
-    assert cli(["validate", "win.yaml"]) == (0, "win.yaml: ok\n", "")
+    code, out, err = cli(["validate", "win.yaml"])
+    assert (code, err, findings(out)) == (0, "", "win.yaml: ok\n")

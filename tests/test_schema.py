@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -95,3 +97,58 @@ def test_schema_defaults_reach_the_typed_spec():
     assert spec.stages[0].block.expansion == 1
     assert load_spec("resnet50").stages[0].block.expansion == 4
     assert spec.zero_init_residual is False and spec.output_stride is None
+
+
+# Editors (issue 15): a spec may name the schema, which has an $id, and a third-party checker reads it.
+
+def test_schema_has_an_id_and_a_spec_may_name_it(tmp_path):
+    schema = load_schema()
+    assert schema["$id"].startswith("https://") and schema["$id"].endswith("resnet-spec.schema.json")
+    spec = tmp_path / "named.yaml"
+    spec.write_text("# yaml-language-server: $schema=../schemas/resnet-spec.schema.json\n"
+                    "$schema: ../schemas/resnet-spec.schema.json\nspec_version: 1\nextends: resnet18\n")
+    assert validate(spec) == []
+    assert load_spec(spec).num_blocks == 8
+
+
+SELF_CONTAINED = [p for p in sorted(SPECS.glob("*.yaml")) if "\nextends:" not in p.read_text()]
+
+
+@pytest.mark.skipif(shutil.which("check-jsonschema") is None, reason="check-jsonschema is not installed")
+def test_check_jsonschema_accepts_shipped_specs_and_refuses_a_bad_one(tmp_path):
+    """What an editor or CI does with the schema alone: no resnet-spec code involved."""
+    schema = ROOT / "schemas" / "resnet-spec.schema.json"
+    ok = subprocess.run(["check-jsonschema", "--schemafile", str(schema), *map(str, SELF_CONTAINED)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec_version: 1\nstages: [{channels: 8, blocks: 1, stride: 3}]\n")
+    refused = subprocess.run(["check-jsonschema", "--schemafile", str(schema), str(bad)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1 and "$.stages[0].stride" in refused.stdout
+
+
+@pytest.mark.parametrize("word, options, hint", [
+    ("SE", ["se", "eca"], "se"), ("ReLU", ["relu", "silu"], "relu"), ("bn", ["batchnorm", "groupnorm"], "batchnorm"),
+    ("Stem", ["stem", "stages"], "stem"), ("bottlenek", ["basic", "bottleneck"], "bottleneck")])
+def test_did_you_mean_covers_case_slips_and_abbreviations(word, options, hint):
+    from resnet_spec.spec.schema import _suggest
+    assert _suggest(word, options) == f"; did you mean '{hint}'?"
+
+
+def test_case_slips_in_keys_and_values_get_a_suggestion(tmp_path):
+    spec = tmp_path / "slips.yaml"
+    spec.write_text("spec_version: 1\nextends: resnet18\nActivation: ReLU\nnorm: {type: bn}\n")
+    messages = [e.message for e in validate(spec)]
+    assert "unknown key 'Activation'; did you mean 'activation'?" in messages
+    assert any(m.endswith("did you mean 'batchnorm'?") for m in messages), messages
+
+
+def test_min_params_is_a_lower_bound_of_the_built_count():
+    """The torch-free count that validate warns with never exceeds what build counts."""
+    from resnet_spec import build_model
+    from resnet_spec.spec.rules import min_params
+    for name in ("resnet18", "resnet50", "resnext50_32x4d", "resnet26d"):
+        spec = load_spec(name)
+        built = sum(p.numel() for p in build_model(spec).parameters())
+        assert 0.95 * built < min_params(spec) <= built, name

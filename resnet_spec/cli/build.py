@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..model.limits import Limits
@@ -47,6 +47,8 @@ def register(sub: Subparsers) -> None:
                    help="load these weights (strictly) before the forward pass: a checkpoint, train run folder, "
                         "state_dict (.pt/.pth, any common wrapping), .safetensors file or Hugging Face folder; "
                         "with --num-classes, a classifier of another size is re-initialised")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text, or one JSON object with the spec, each stage's shape and cost, and the forward pass")
     p.add_argument("--ignore-spec", action="store_true",
                    help="load --weights even if the spec they were saved from differs from SPEC")
     p.add_argument("--max-params", type=positive_int, default=Limits.max_params, metavar="N",
@@ -115,15 +117,21 @@ def run(args: Namespace) -> int:
     size = cost.input_size
     rows = analyse(spec, size, args.batch, verbose=True) if args.verbose else list(cost.rows)
     total = totals(rows)
-    print(f"{spec.name}: {spec.description}" if spec.description else spec.name)
-    print(f"input {args.batch}x{spec.in_channels}x{size}x{size}")
-    print(_table(rows, total))
+    report: dict[str, Any] = {
+        "name": spec.name, "description": spec.description, "input": [args.batch, spec.in_channels, size, size],
+        "rows": [{"name": r.name, "shape": list(r.shape), "params": r.params, "macs": r.macs,
+                  "activation_bytes": r.activation_bytes} for r in rows],
+        "params": total.params, "macs": total.macs}
+    say = print if args.format == "text" else _quiet
+    say(f"{spec.name}: {spec.description}" if spec.description else spec.name)
+    say(f"input {args.batch}x{spec.in_channels}x{size}x{size}")
+    say(_table(rows, total))
     per = "per image" if args.batch == 1 else f"per batch of {args.batch}"
-    print(f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs {per}")
+    say(f"{total.params:,} parameters, {total.macs / 1e9:.3f} GMACs {per}")
     if args.diagram:
         _write_diagram(args.diagram, spec, list(cost.rows), size)
     if args.dry_run:
-        return 0
+        return _report(args, report)
 
     device = _device(args.device)
     from ..model.factory import build_model
@@ -143,7 +151,7 @@ def run(args: Namespace) -> int:
     if args.optimize:
         from ..model.optimize import optimize_for_inference
         model = optimize_for_inference(model)
-        print("optimized for inference: BatchNorms folded into their convs, channels_last")
+        say("optimized for inference: BatchNorms folded into their convs, channels_last")
     x = torch.randn(args.batch, spec.in_channels, size, size, device=device)
     with torch.no_grad():
         t0 = time.perf_counter()
@@ -153,11 +161,24 @@ def run(args: Namespace) -> int:
         ms = (time.perf_counter() - t0) * 1e3
     outs = out if isinstance(out, list) else [out]
     shapes = ", ".join(_fmt_shape(tuple(o.shape)) for o in outs)
-    print(f"forward pass on {device}: output {shapes} in {ms:.1f} ms")
+    say(f"forward pass on {device}: output {shapes} in {ms:.1f} ms")
+    report["forward"] = {"device": str(device), "outputs": [list(o.shape) for o in outs], "ms": ms}
     if args.out:
         from ..model.checkpoint import save_model
         save_model(args.out, model, spec)
-        print(f"saved {args.out}")
+        say(f"saved {args.out}")
+        report["saved"] = str(args.out)
+    return _report(args, report)
+
+
+def _quiet(*_: object, **__: object) -> None:
+    """print's stand-in when the output is JSON."""
+
+
+def _report(args: Namespace, report: dict[str, Any]) -> int:
+    if args.format == "json":
+        import json
+        print(json.dumps(report, indent=2))
     return 0
 
 

@@ -18,11 +18,14 @@ def register(sub: Subparsers) -> None:
                     "  resnet-spec diff specs/resnet50.yaml my_resnet50.yaml --format json",
                     description=(
                         "Show what changed between two specs: every field that differs once `extends` and defaults "
-                        "are resolved, then parameters and MACs per stage. Exit 0 when nothing differs, 1 when "
-                        "something does (as diff(1))."))
+                        "are resolved, then parameters and MACs per stage. `name` and `description` are compared "
+                        "only with --all. Exit 0 when nothing differs, 1 when something does, 2 when a spec cannot "
+                        "be read or is invalid (as diff(1))."))
     p.add_argument("a", metavar="A", help="a spec file, or the name of a shipped spec")
     p.add_argument("b", metavar="B", help="a spec file, or the name of a shipped spec")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    p.add_argument("--all", action="store_true",
+                   help="also compare name and description, which are ignored by default")
     p.set_defaults(func=run)
 
 
@@ -30,7 +33,7 @@ def run(args: Namespace) -> int:
     from ..api import load_spec
     from ..tools.diff import field_changes, stage_costs
     a, b = load_spec(args.a), load_spec(args.b)
-    changes = field_changes(a, b)
+    changes = field_changes(a, b, labels=args.all)
     costs = stage_costs(a, b)
     if args.format == "json":
         from ..tools.diff import ABSENT

@@ -15,7 +15,7 @@ from .yamlio import JsonPath, clip, load_yaml
 
 MAX_EXTENDS = 8  # longest chain of `extends`; the shipped specs use 2
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_OWN = ("name", "description")  # fields a spec never inherits
+_OWN = ("name", "description", "$schema")  # fields a spec never inherits
 T = TypeVar("T")
 
 

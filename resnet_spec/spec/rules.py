@@ -8,7 +8,7 @@ not sort (the importer shows the first) rely on.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ErrorRecord
 from .layout import BlockPlan, StagePlan, inner_width, plan, stem_reduction, stem_sizes
@@ -127,13 +127,6 @@ def _option_a_adds_channels(net: Net, b: Block) -> Iterator[Problem]:
                                     f"{p.inplanes} to {p.outplanes}")
 
 
-def _norm_groups_divide_block(net: Net, b: Block) -> Iterator[Problem]:
-    """Group norm's groups divide every width a block normalises."""
-    for ch in {b.plan.width, b.plan.outplanes}:
-        if ch % net.norm_groups:
-            yield ("norm", "groups"), f"{net.norm_groups} groups do not divide the {ch} channels of stages[{b.si}]"
-
-
 def _stem_convs_have_channels(net: Net) -> Iterator[Problem]:
     """No stem conv is left without channels; only deep_tiered can be, its first conv having 3 * (width // 4)."""
     stem = net.spec.stem
@@ -157,14 +150,27 @@ def _output_stride_after_stem(net: Net) -> Iterator[Problem]:
         yield ("output_stride",), f"the stem alone already reduces by {stem_reduction(spec)}"
 
 
-def _norm_groups_divide_stem(net: Net) -> Iterator[Problem]:
-    """Group norm's groups divide the channels of every stem conv that has a norm."""
+def _norm_groups_divide(net: Net) -> Iterator[Problem]:
+    """Group norm's groups divide every width normalised, in the stem and every block: one problem names them all."""
+    groups = net.norm_groups
+    if groups == 1:
+        return
+    bad: dict[str, list[int]] = {}
     stem = net.spec.stem
     # A deep stem (more than one conv) has norms between its convs whatever stem.norm says; a conv pool has one too.
     if stem.norm or stem.pool == "conv" or len(stem.convs.widths) > 1:
         for ch in stem.convs.widths:
-            if ch % net.norm_groups:
-                yield ("norm", "groups"), f"{net.norm_groups} groups do not divide the stem's {ch} channels"
+            if ch % groups and ch not in bad.setdefault("the stem", []):
+                bad["the stem"].append(ch)
+    for sp in net.stages:
+        where = f"stages[{sp.index - 1}]"
+        for bp in sp.blocks:
+            for ch in (bp.width, bp.outplanes):
+                if ch % groups and ch not in bad.setdefault(where, []):
+                    bad[where].append(ch)
+    parts = [f"{where} ({', '.join(str(c) for c in sorted(chs))})" for where, chs in bad.items() if chs]
+    if parts:
+        yield ("norm", "groups"), f"{groups} groups do not divide the channels of {', '.join(parts)}"
 
 
 def _avg_anti_alias_maps_divide(net: Net) -> Iterator[Problem]:
@@ -201,8 +207,8 @@ RULES: tuple[Rule, ...] = (
     _stem_convs_have_channels,
     _feature_indexes,
     _output_stride_after_stem,
-    _each_stage(_each_block(_option_a_adds_channels, _norm_groups_divide_block)),
-    _norm_groups_divide_stem,
+    _each_stage(_each_block(_option_a_adds_channels)),
+    _norm_groups_divide,
     _avg_anti_alias_maps_divide,
     _maps_survive,
 )
@@ -219,3 +225,48 @@ def check(spec: ResNetSpec, res: Resolved) -> list[ErrorRecord]:
                 seen.add((path, msg))
                 errors.append(res.error(path, msg))
     return errors
+
+
+def min_params(spec: ResNetSpec) -> int:
+    """A lower bound on the parameter count, from the layout plan alone: every conv's weights and the classifier.
+
+    Norms, biases and attention are left out, so it never exceeds what the built module counts; it is
+    only for warning, without torch, that a spec is over build's cap. The exact count comes from the
+    meta-device module (model/analysis.py).
+    """
+    convs = spec.stem.convs
+    total, cin = 0, spec.in_channels
+    for i, w in enumerate(convs.widths):
+        k = convs.kernel if i == 0 else 3
+        total += cin * w * k * k
+        cin = w
+    for sp in plan(spec):
+        for b in sp.blocks:
+            if b.block.type == "bottleneck":
+                total += b.inplanes * b.width + b.width * (b.width // b.block.groups) * 9 + b.width * b.outplanes
+            elif b.block.type == "basic":
+                total += b.inplanes * b.planes * 9 + b.planes * b.outplanes * 9
+            if b.shortcut and b.block.shortcut != "option_a":
+                total += b.inplanes * b.outplanes
+        cin = sp.out_channels
+    if spec.head is not None:
+        total += cin * spec.head.num_classes + spec.head.num_classes
+    return total
+
+
+def over_caps(spec: ResNetSpec, res: Resolved, max_params: int, max_blocks: int) -> list[ErrorRecord]:
+    """Warnings for a valid spec that `build` refuses under the given caps: too many blocks or parameters."""
+    out = []
+    if spec.num_blocks > max_blocks:
+        out.append(res.error(("stages",), f"{spec.num_blocks:,} residual blocks, more than build's default cap of "
+                                          f"{max_blocks:,}"))
+    elif (n := min_params(spec)) > max_params:
+        out.append(res.error((), f"at least {n:,} parameters, more than build's default cap of {max_params:,}"))
+    return out
+
+
+def size_problems(spec: ResNetSpec, size: int) -> list[str]:
+    """What goes wrong at an input size other than the spec's own: the odd-map and shrink-to-nothing rules at `size`."""
+    at = replace(spec, input_size=size)
+    net = Net(at, plan(at))
+    return [msg for rule in (_avg_anti_alias_maps_divide, _maps_survive) for _, msg in rule(net)]

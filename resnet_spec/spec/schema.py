@@ -1,6 +1,7 @@
 """Check a resolved spec against schemas/resnet-spec.schema.json, with plain messages."""
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 from collections.abc import Sequence
@@ -60,6 +61,45 @@ def check(spec: Resolved) -> list[ErrorRecord]:
     return sorted(set(out))
 
 
+def prune(data: dict[str, Any]) -> tuple[dict[str, Any], list[JsonPath]] | None:
+    """A copy of data without the fields the schema refuses, and their paths; None where none is left valid.
+
+    What the rules can still check in a spec with schema errors: every refused value is dropped (so its
+    default applies), or the mapping key above it where the value is a list item or a missing key.
+    """
+    data = copy.deepcopy(data)
+    dropped: list[JsonPath] = []
+    for _ in range(4):  # each round removes at least one key; nested problems surface in later rounds
+        errors = list(_validator().iter_errors(data))
+        if not errors:
+            return data, dropped
+        for e in errors:
+            path = list(e.absolute_path)
+            if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+                allowed = e.schema.get("properties", {})
+                for k in [k for k in e.instance if k not in allowed]:
+                    e.instance.pop(k, None)
+                    dropped.append((*path, k))
+                continue
+            if e.validator == "required":
+                path = path[:-1] if path and isinstance(path[-1], str) else path
+            while path and isinstance(path[-1], int):
+                path.pop()
+            if not path:
+                return None
+            parent: Any = data
+            for part in path[:-1]:
+                try:
+                    parent = parent[part]
+                except (KeyError, IndexError, TypeError):
+                    parent = None
+                    break
+            if isinstance(parent, dict):
+                parent.pop(path[-1], None)
+                dropped.append(tuple(path))
+    return None
+
+
 def _show(spec: Resolved, path: JsonPath, value: object) -> str:
     """A value as the user wrote it."""
     if path in spec.text and not isinstance(value, (dict, list)):
@@ -76,10 +116,26 @@ _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "text", 
 
 
 def _suggest(word: object, options: Sequence[object]) -> str:
-    if not isinstance(word, str):
+    """'; did you mean ...?' for the nearest option: the same but for case, one it abbreviates, or a near spelling."""
+    if not isinstance(word, str) or not word:
         return ""
-    close = difflib.get_close_matches(word, [str(o) for o in options if o is not None], n=1, cutoff=0.5)
+    names = [str(o) for o in options if o is not None and str(o) != word]
+    lower = {n.lower(): n for n in names}
+    folded = word.lower()
+    close = ([lower[folded]] if folded in lower
+             else [n for n in names if n.lower().startswith(folded)][:1] if len(folded) >= 2
+             else [])
+    if not close and len(folded) >= 2:  # an abbreviation such as bn for batchnorm: its letters in order
+        close = [n for n in names if n.lower()[0] == folded[0] and _in_order(folded, n.lower())][:1]
+    if not close:
+        close = [lower[c] for c in difflib.get_close_matches(folded, list(lower), n=1, cutoff=0.5)]
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _in_order(letters: str, word: str) -> bool:
+    """Whether every letter of `letters` appears in `word`, in order."""
+    it = iter(word)
+    return all(c in it for c in letters)
 
 
 def _records(spec: Resolved, e: ValidationError) -> list[ErrorRecord]:

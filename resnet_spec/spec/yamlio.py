@@ -94,6 +94,16 @@ def _parse(text: str, builder: _Builder) -> None:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and start is not None and mark is not None and start.line < mark.line:
+            # The parser notices a missing ':' or a bracket or quote left open only lines later, where it
+            # gives up; the mistake is where the key, bracket or quote began (PyYAML's context mark).
+            if "simple key" in context:
+                problem += " after this key"
+            else:
+                problem += f" ({context.removeprefix('while ')} that starts here; the parser gave up at " \
+                           f"line {mark.line + 1}, column {mark.column + 1})"
+            mark = start
         if "nesting depth" in problem:  # libyaml's own bound, which it may meet before ours
             raise builder.fail(mark, _TOO_DEEP) from None
         if mark is not None and text[mark.index:mark.index + 1] == "\t":

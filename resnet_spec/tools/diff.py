@@ -67,10 +67,17 @@ def _walk(a: object, b: object, path: tuple[str | int, ...], out: list[FieldChan
         out.append(FieldChange(format_path(path), a, b))
 
 
-def field_changes(a: ResNetSpec, b: ResNetSpec) -> list[FieldChange]:
-    """Every field whose effective value differs, in the spec's order."""
+LABELS = ("name", "description")  # what a spec is called, not what it builds: compared only when asked
+
+
+def field_changes(a: ResNetSpec, b: ResNetSpec, labels: bool = False) -> list[FieldChange]:
+    """Every field whose effective value differs, in the spec's order; `name` and `description` only if `labels`."""
     out: list[FieldChange] = []
-    _walk(effective(a), effective(b), (), out)
+    ea, eb = effective(a), effective(b)
+    if not labels:
+        for k in LABELS:
+            ea.pop(k), eb.pop(k)
+    _walk(ea, eb, (), out)
     return out
 
 

@@ -37,6 +37,34 @@ def write_digits(root: str | Path, per_class: int | None = None, scale: int = 1)
     return root
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m resnet_spec.train.digits [ROOT]`: write the dataset; refuse a ROOT whose parent folder is missing."""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m resnet_spec.train.digits",
+                                     description="Write scikit-learn's handwritten digits as an image folder "
+                                                 "(ROOT/train and ROOT/val, one subfolder per digit).")
+    parser.add_argument("root", nargs="?", default="digits", metavar="ROOT",
+                        help="folder to write; its parent must exist (default: digits)")
+    parser.add_argument("--per-class", type=int, metavar="N", help="at most N images of each digit (default: all)")
+    parser.add_argument("--scale", type=int, default=1, metavar="K", help="enlarge each image K times (default: 1)")
+    args = parser.parse_args(argv)
+    if args.per_class is not None and args.per_class < 1:
+        parser.error(f"argument --per-class: must be at least 1, got {args.per_class}")
+    if not 1 <= args.scale <= 64:
+        parser.error(f"argument --scale: must be from 1 to 64, got {args.scale}")
+    root = Path(args.root)
+    parent = root.resolve().parent
+    if not parent.is_dir():
+        print(f"{parser.prog}: error: {root}: folder {parent} does not exist; create it first", file=sys.stderr)
+        return 1
+    if root.exists() and not root.is_dir():
+        print(f"{parser.prog}: error: {root}: is not a folder", file=sys.stderr)
+        return 1
+    print(write_digits(root, args.per_class, args.scale))
+    return 0
+
+
 if __name__ == "__main__":
     import sys
-    print(write_digits(sys.argv[1] if len(sys.argv) > 1 else "digits"))
+    sys.exit(main())

@@ -46,11 +46,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (all devices) from one integer."""
+    """Seed Python, numpy and torch (all devices) from one integer, of any size (numpy and torch get its low bits)."""
     import numpy as np
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    # The per-epoch seed is derived as seed * 1_000_003 + ..., which passes torch's 64-bit range for large --seed.
+    torch.manual_seed(seed % 2**64)
 
 
 def payload(*, model: torch.nn.Module, spec_name: str, spec_data: dict[str, Any], classes: tuple[str, ...],

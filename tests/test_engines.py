@@ -154,3 +154,18 @@ def test_int8_calibrates_on_an_image_folder(weights, tmp_path):
     fast = accelerate(fresh(weights), precision="int8", engine="onnxruntime", calibration=batches,
                       check_batch=batches[0])
     assert fast.check.passed and fast.check.top1_agreement >= 0.5
+
+
+def test_build_model_and_the_build_command_take_a_precision(weights, cli):
+    if optimize.cpu_support("bf16"):
+        pytest.skip(optimize.cpu_support("bf16"))
+    model = build_model("resnet18", init="none", weights={k: v.clone() for k, v in weights.items()},
+                        optimize="inference", precision="bf16", engine="eager")
+    assert model.check.passed and model.precision == "bf16"
+    with pytest.raises(ValueError, match="need optimize='inference'"):
+        build_model("resnet18", precision="bf16")
+    code, out, err = cli(["build", "resnet18", "--optimize", "--precision", "bf16", "--engine", "eager",
+                          "--input-size", "32"])
+    assert code == 0 and "optimized for inference: eager bf16" in out and "top-1 agreement" in out, err
+    code, _, err = cli(["build", "resnet18", "--precision", "int8", "--optimize"])
+    assert code == 2 and "--calibration" in err

@@ -47,6 +47,11 @@ def register(sub: Subparsers) -> None:
                    help="load these weights (strictly) before the forward pass: a checkpoint, train run folder, "
                         "state_dict (.pt/.pth, any common wrapping), .safetensors file or Hugging Face folder; "
                         "with --num-classes, a classifier of another size is re-initialised")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="with --optimize: the arithmetic (bf16 needs AMX or AVX-512-BF16, int8 VNNI; default: fp32)")
+    p.add_argument("--engine", choices=("auto", "eager", "inductor", "onnxruntime", "openvino"),
+                   help="with --optimize: what runs the model (default: the BN fold for fp32, auto otherwise)")
+    p.add_argument("--calibration", metavar="DIR", help="int8: an image folder calibrating the activation ranges")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="text, or one JSON object with the spec, each stage's shape and cost, and the forward pass")
     p.add_argument("--ignore-spec", action="store_true",
@@ -94,6 +99,10 @@ def run(args: Namespace) -> int:
     check_classifier(spec, args.num_classes)
     if args.num_classes is not None:
         spec = with_num_classes(spec, args.num_classes)
+    if (args.precision != "fp32" or args.engine or args.calibration) and not args.optimize:
+        raise UsageError("--precision, --engine and --calibration need --optimize")
+    if args.precision == "int8" and not args.calibration:
+        raise UsageError("--precision int8 needs --calibration DIR (images to set the activation ranges)")
     if args.optimize and args.out:
         raise InputError("--optimize folds the BatchNorms away, so its weights no longer match the spec; drop --out")
     from ..fileio import check_writable
@@ -148,11 +157,22 @@ def run(args: Namespace) -> int:
         else:
             for warning in load_weights(model, args.weights, weights.state_dict, weights.name):
                 print(f"resnet-spec build: warning: {warning}", file=sys.stderr)
+    x = torch.randn(args.batch, spec.in_channels, size, size, device=device)
     if args.optimize:
         from ..model.optimize import optimize_for_inference
-        model = optimize_for_inference(model)
-        say("optimized for inference: BatchNorms folded into their convs, channels_last")
-    x = torch.randn(args.batch, spec.in_channels, size, size, device=device)
+        calibration = None
+        if args.calibration:
+            from .bench import calibration_batches
+            calibration = calibration_batches(args.calibration, size)
+        model = optimize_for_inference(model, precision=args.precision, engine=args.engine, calibration=calibration,
+                                       check_batch=x)
+        result = getattr(model, "check", None)  # an engine's output check against eager fp32
+        say(f"optimized for inference: {getattr(model, 'engine', '')} {args.precision}; {result}" if result else
+            "optimized for inference: BatchNorms folded into their convs, channels_last")
+        if result is not None:
+            report["check"] = {"engine": getattr(model, "engine", None), "precision": args.precision,
+                               "max_abs": result.max_abs, "max_rel": result.max_rel,
+                               "top1_agreement": result.top1_agreement}
     with torch.no_grad():
         t0 = time.perf_counter()
         out = model(x)

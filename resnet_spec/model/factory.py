@@ -1,7 +1,7 @@
 """build_model: the public entry point from a spec (or its file or name) to a ready nn.Module."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -21,7 +21,8 @@ MAX_CLASSES = 100_000  # the schema's maximum for head.num_classes
 
 def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None = None, *, init: str = "random",
                 weights: Mapping[str, torch.Tensor] | None = None, optimize: str | None = None,
-                compile: bool = False, limits: Limits | None = DEFAULT_LIMITS) -> nn.Module:
+                compile: bool = False, limits: Limits | None = DEFAULT_LIMITS, precision: str = "fp32",
+                engine: str | None = None, calibration: Iterable[torch.Tensor] | None = None) -> nn.Module:
     """Build the network a spec (or a spec file, or a shipped spec name) describes.
 
     num_classes replaces the head's class count; 0 builds no classifier, so the model returns pooled
@@ -29,7 +30,10 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
     the meta device and skips the init: pass `weights` (a state_dict, loaded strictly and without a copy), or call
     `load_state_dict(sd, assign=True)` and then `materialize_buffers(model)` yourself.
     optimize="inference" folds each BatchNorm into its conv and uses channels_last (eval mode,
-    no gradients); `compile=True` also wraps it in torch.compile.
+    no gradients); `compile=True` also wraps it in torch.compile. With it, `precision` ("bf16", "int8") or an
+    `engine` ("eager", "inductor", "onnxruntime", "openvino", "auto") hands the folded model to
+    resnet_spec.model.engines, which checks it against eager fp32 before returning it (its `.check`); int8 takes
+    `calibration` batches. A precision the CPU cannot run fast is refused naming the missing feature.
     `limits` caps the blocks and the parameters before any weight is written (None: no check);
     the activation cap is left to the forward pass's caller, who knows the input size and batch.
     """
@@ -42,6 +46,8 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
         raise ValueError(f"optimize must be one of {OPTIMIZATIONS}, got {optimize!r}")
     if compile and optimize is None:
         raise ValueError("compile=True needs optimize='inference'")
+    if optimize is None and (precision != "fp32" or engine is not None or calibration is not None):
+        raise ValueError("precision, engine and calibration need optimize='inference'")
     if weights is not None and init != "none":
         # A random init that the weights then overwrite is the cost init="none" exists to avoid.
         raise ValueError("weights= needs init='none'")
@@ -63,7 +69,8 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
             materialize_buffers(model)
     if optimize == "inference":
         from .optimize import optimize_for_inference
-        model = optimize_for_inference(model, compile=compile)
+        model = optimize_for_inference(model, compile=compile, precision=precision, engine=engine,
+                                       calibration=calibration)
     return model
 
 

@@ -169,7 +169,7 @@ def test_timm_interface(built):
     assert cfg is model.default_cfg
     assert cfg["input_size"] == (spec.in_channels, spec.input_size, spec.input_size)
     assert f"{cfg['first_conv']}.weight" in keys
-    assert (cfg["crop_pct"], cfg["interpolation"]) == (0.875, "bilinear")  # torchvision's eval transform
+    assert (cfg["crop_pct"], cfg["interpolation"]) == (spec.eval_transform.crop_pct, spec.eval_transform.interpolation)
     assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
     with torch.no_grad():
         out = model(x)
@@ -261,8 +261,9 @@ def test_interface_values_are_timms(name):
     assert ours.feature_info.channels() == [f["num_chs"] for f in ref.feature_info]
     assert ours.feature_info.reduction() == [f["reduction"] for f in ref.feature_info]
     assert ours.feature_info.module_name() == [STEM_ACT.get(f["module"], f["module"]) for f in ref.feature_info]
-    # The architecture's values; crop_pct and interpolation belong to timm's pretrained weights (see the module doc).
-    for key in ("input_size", "pool_size", "mean", "std", "first_conv", "classifier", "num_classes"):
+    # crop_pct and interpolation belong to timm's weights: the timm-named specs carry them as input fields.
+    for key in ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "first_conv", "classifier",
+                "num_classes"):
         assert ours.pretrained_cfg[key] == ref.pretrained_cfg[key], key
     headless = timm.create_model(name, pretrained=False, num_classes=0)
     assert list(build_model(name, num_classes=0, init="none").state_dict()) == list(headless.state_dict())

@@ -179,7 +179,8 @@ def _check_spec(path: Path) -> str:
     else:
         assert tuple(out.shape) == rows[-1].shape
         if spec.head is not None and spec.features is None:
-            assert tuple(out.shape) == (1, spec.head.num_classes)
+            # num_classes 0: no classifier, the pooled features (timm's num_classes=0)
+            assert tuple(out.shape) == (1, spec.head.num_classes or model.num_features)
     return "built"
 
 

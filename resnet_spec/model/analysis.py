@@ -70,7 +70,7 @@ def analyse(spec: ResNetSpec, input_size: int | None = None, batch: int = 1,
     x = torch.empty(batch, spec.in_channels, size, size, device="meta")
     try:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(x)
+            out = model(x)
     finally:
         for h in hooks:
             h.remove()
@@ -82,6 +82,10 @@ def analyse(spec: ResNetSpec, input_size: int | None = None, batch: int = 1,
         macs = sum(flops.get(n, 0) for n in names) // 2
         if group in shapes:  # a module that never ran (an unused Identity) gets no row
             rows.append(Row(group, shapes[group], params, macs, acts.get(group, 0)))
+    if rows and rows[-1].name == "head" and isinstance(out, torch.Tensor):
+        # The head ends in a flatten (a function, not a module): without a classifier (num_classes 0) the
+        # pool's (N, C, 1, 1) is what the hooks saw, while forward returns (N, C).
+        rows[-1] = Row("head", tuple(out.shape), rows[-1].params, rows[-1].macs, rows[-1].activation_bytes)
     return rows
 
 

@@ -218,11 +218,12 @@ class ResNet(nn.Module):
 
 
 def pretrained_cfg(spec: ResNetSpec, stages: Sequence[StagePlan], num_classes: int) -> dict[str, Any]:
-    """timm's pretrained_cfg keys for the spec's network. The eval transform is torchvision's (resize to
-    input_size / crop_pct, bilinear, center crop, ImageNet mean and std): a spec names no weights."""
+    """timm's pretrained_cfg keys for the spec's network. The eval transform is the spec's `input.crop_pct` and
+    `input.interpolation` (torchvision's 0.875 and bilinear by default), center crop, ImageNet mean and std."""
     size = stages[-1].size if stages else stem_sizes(spec, spec.input_size)[-1][1]
     return dict(architecture=spec.name, input_size=(spec.in_channels, spec.input_size, spec.input_size),
-                pool_size=(size, size), crop_pct=0.875, crop_mode="center", interpolation="bilinear",
+                pool_size=(size, size), crop_pct=spec.eval_transform.crop_pct, crop_mode="center",
+                interpolation=spec.eval_transform.interpolation,
                 fixed_input_size=False, mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=num_classes,
                 first_conv="conv1" if len(spec.stem.convs.widths) == 1 else "conv1.0", classifier="fc")
 

@@ -22,6 +22,7 @@ NormType: TypeAlias = Literal["batchnorm", "groupnorm"]
 Activation: TypeAlias = Literal["relu", "silu", "gelu", "leaky_relu", "none"]
 AntiAlias: TypeAlias = Literal["none", "blur", "avg"]
 OutputStride: TypeAlias = Literal[8, 16, 32]
+Interpolation: TypeAlias = Literal["bilinear", "bicubic", "nearest"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,14 @@ class HeadSpec:
 
 
 @dataclass(frozen=True)
+class EvalTransform:
+    """How images are prepared for evaluation: resize to size / crop_pct, center-crop (timm's pretrained_cfg)."""
+
+    crop_pct: float = 0.875
+    interpolation: Interpolation = "bilinear"
+
+
+@dataclass(frozen=True)
 class ResNetSpec:
     """A whole network. `data` is the resolved spec (extends merged) as plain data, outside eq and hash."""
 
@@ -160,6 +169,8 @@ class ResNetSpec:
     features: tuple[int, ...] | None
     # Plain data for checkpoints and exports; two specs that build the same network are equal whatever it holds.
     data: dict[str, Any] = field(compare=False, hash=False)
+    # Metadata of the eval transform: it does not change the network, so it is outside eq and hash too.
+    eval_transform: EvalTransform = field(default=EvalTransform(), compare=False, hash=False)
 
     @property
     def num_blocks(self) -> int:
@@ -231,6 +242,7 @@ def from_data(data: dict[str, Any], name: str) -> ResNetSpec:
         output_stride=top["output_stride"],
         features=tuple(top["features"]) if top["features"] is not None else None,
         data=data,
+        eval_transform=EvalTransform(float(inp["crop_pct"]), inp["interpolation"]),
     )
 
 

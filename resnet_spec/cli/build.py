@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
@@ -80,29 +79,13 @@ def _table(rows: list[Row], total: Row) -> str:
 
 
 def run(args: Namespace) -> int:
-    from ..api import load_spec
-    from ..spec.types import with_num_classes
     from . import weights as _weights
-    from .common import UsageError, check_classifier, check_device, check_input_size, check_readable
-    if args.spec is None and not args.weights:
-        raise UsageError("give a SPEC, or --weights of a checkpoint that carries its spec")
-    if args.weights and not Path(args.weights).is_dir():  # a folder is a train run or a Hugging Face model
-        check_readable(args.weights)
-    weights = _weights.read(args.weights, None) if args.weights else None
-    if args.spec is None:
-        assert weights is not None
-        spec = _weights.embedded_spec(weights)
-    else:
-        spec = load_spec(args.spec)
-        if weights is not None and not args.ignore_spec and weights.spec_data is not None:
-            _weights.refuse_other_spec(weights, spec)
-    check_classifier(spec, args.num_classes)
-    if args.num_classes is not None:
-        spec = with_num_classes(spec, args.num_classes)
+    from .common import UsageError, check_device, check_input_size
     if (args.precision != "fp32" or args.engine or args.calibration) and not args.optimize:
         raise UsageError("--precision, --engine and --calibration need --optimize")
     if args.precision == "int8" and not args.calibration:
         raise UsageError("--precision int8 needs --calibration DIR (images to set the activation ranges)")
+    spec, weights = _weights.spec_and_weights(args.spec, args.weights, args.ignore_spec, args.num_classes)
     if args.optimize and args.out:
         raise InputError("--optimize folds the BatchNorms away, so its weights no longer match the spec; drop --out")
     from ..fileio import check_writable

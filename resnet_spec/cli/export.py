@@ -59,29 +59,15 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: Namespace) -> int:
-    from ..api import load_spec
     from ..fileio import check_writable
-    from ..spec.types import with_num_classes
     from ..tools.export import check_format, format_for
-    from .common import check_classifier, check_input_size
+    from .common import check_input_size
     if args.format is None:
         args.format = format_for(args.out)
         if args.format is None:
             raise UsageError(f"cannot tell the format from the name {args.out}; give --format")
     check_format(args.format, args.out, args.dtype)
-    if args.spec is None and not args.weights:
-        raise UsageError("give a SPEC, or --weights of a checkpoint that carries its spec")
-    weights = _weights.read(args.weights, None) if args.weights else None
-    if args.spec is None:
-        assert weights is not None
-        spec = _weights.embedded_spec(weights)
-    else:
-        spec = load_spec(args.spec)
-        if weights is not None and not args.ignore_spec and weights.spec_data is not None:
-            _weights.refuse_other_spec(weights, spec)
-    check_classifier(spec, args.num_classes)
-    if args.num_classes is not None:
-        spec = with_num_classes(spec, args.num_classes)
+    spec, weights = _weights.spec_and_weights(args.spec, args.weights, args.ignore_spec, args.num_classes)
     if args.format != "hf":
         check_writable(args.out)
     check_input_size(spec, args.input_size, "--input-size")

@@ -12,6 +12,33 @@ if TYPE_CHECKING:
     from ..spec.types import ResNetSpec
 
 
+def spec_and_weights(spec_arg: str | None, weights_arg: str | None, ignore_spec: bool,
+                     num_classes: int | None) -> tuple[ResNetSpec, Weights | None]:
+    """The spec (given, or the one --weights carries) with --num-classes applied, and the weights if any;
+    a checkpoint saved from another spec is refused unless ignore_spec. Checked before any work."""
+    from pathlib import Path
+
+    from ..api import load_spec
+    from ..spec.types import with_num_classes
+    from .common import UsageError, check_classifier, check_readable
+    if spec_arg is None and not weights_arg:
+        raise UsageError("give a SPEC, or --weights of a checkpoint that carries its spec")
+    if weights_arg and not Path(weights_arg).is_dir():  # a folder is a train run or a Hugging Face model
+        check_readable(weights_arg)
+    weights = read(weights_arg, None) if weights_arg else None
+    if spec_arg is None:
+        assert weights is not None
+        spec = embedded_spec(weights)
+    else:
+        spec = load_spec(spec_arg)
+        if weights is not None and not ignore_spec and weights.spec_data is not None:
+            refuse_other_spec(weights, spec)
+    check_classifier(spec, num_classes)
+    if num_classes is not None:
+        spec = with_num_classes(spec, num_classes)
+    return spec, weights
+
+
 def read(path: str, spec: ResNetSpec | None, ignore_spec: bool = False) -> Weights:
     """The weights at `path`; InputError when they embed a spec whose fields differ from `spec`'s."""
     from ..model.weights import read_weights

@@ -121,7 +121,7 @@ def test_init_none_refuses_incomplete_weights() -> None:
     (dict(init="zeros"), "init must be"),
     (dict(optimize="training"), "optimize must be"),
     (dict(compile=True), "compile=True needs"),
-    (dict(weights={}), "weights= needs init='none'"),
+    (dict(init="random", weights={}), "weights= needs init='none'"),  # weights alone imply init='none'
     (dict(init="none", optimize="inference"), "optimize needs real weights"),
 ])
 def test_bad_arguments_are_refused(kwargs: dict, message: str) -> None:

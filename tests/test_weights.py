@@ -271,3 +271,20 @@ def test_cli_import_hf_then_build_with_its_weights(tmp_path, cli):
     assert "mapped the transformers ResNet keys" in err
     code, _, err = cli(["import", f"hf:{tmp_path / 'nothing'}"])
     assert code == 1 and "no such file" in err
+
+
+def test_build_model_takes_weights_from_any_source_and_swaps_the_head(reference, tmp_path, caplog):
+    """timm's create_model(name, pretrained=True, num_classes=N), with the weights given."""
+    torch.save({"model": {"module." + k: v for k, v in reference.state_dict().items()}}, tmp_path / "ddp.pth")
+    with caplog.at_level("INFO", logger="resnet_spec"):
+        same = build_model("resnet18", num_classes=7, weights=tmp_path / "ddp.pth").eval()
+    with torch.no_grad():
+        assert torch.equal(same(X), reference(X))
+    assert "stripped the 'module.' prefix" in caplog.text
+    torch.manual_seed(0)
+    swapped = build_model("resnet18", num_classes=10, weights=reference.state_dict())
+    assert swapped.fc.out_features == 10
+    assert torch.equal(swapped.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
+    assert "re-initialised: 7 classes in the weights, 10 in the model" in caplog.text
+    with pytest.raises(RuntimeError, match="fc.weight"):  # no num_classes: the classes must fit
+        build_model("resnet18", weights=reference.state_dict())

@@ -1,8 +1,10 @@
 """build_model: the public entry point from a spec (or its file or name) to a ready nn.Module."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,21 +16,28 @@ from .layers import BlurPool2d
 from .limits import DEFAULT_LIMITS, Limits
 from .limits import check as check_limits
 
+_log = logging.getLogger("resnet_spec")
 INITS = ("random", "none")
 OPTIMIZATIONS = (None, "inference")
 MAX_CLASSES = 100_000  # the schema's maximum for head.num_classes
 
 
-def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None = None, *, init: str = "random",
-                weights: Mapping[str, torch.Tensor] | None = None, optimize: str | None = None,
+def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None = None, *, init: str | None = None,
+                weights: Mapping[str, Any] | str | Path | None = None, optimize: str | None = None,
                 compile: bool = False, limits: Limits | None = DEFAULT_LIMITS, precision: str = "fp32",
                 engine: str | None = None, calibration: Iterable[torch.Tensor] | None = None) -> nn.Module:
     """Build the network a spec (or a spec file, or a shipped spec name) describes.
 
     num_classes replaces the head's class count; 0 builds no classifier, so the model returns pooled
-    features (timm's num_classes=0). init="random" draws torchvision's seeded init. init="none" builds on
-    the meta device and skips the init: pass `weights` (a state_dict, loaded strictly and without a copy), or call
-    `load_state_dict(sd, assign=True)` and then `materialize_buffers(model)` yourself.
+    features (timm's num_classes=0). init="random" (the default without weights) draws torchvision's seeded
+    init. init="none" (the default with weights) builds on the meta device and skips the init: `weights` is
+    then loaded strictly and without a copy. `weights` is a state_dict, or anything
+    resnet_spec.model.weights.read_weights takes (a .pt/.pth/.safetensors file, a checkpoint or run folder of
+    this project, a Hugging Face folder, a state_dict under 'model'/'state_dict'/'model_state_dict' or with
+    'module.'/'_orig_mod.' prefixes); what was unwrapped is logged. When num_classes is given and only the
+    classifier's size differs from the weights', the classifier is freshly initialised (timm's behaviour) and
+    a warning is logged. Without weights and init="none", call `load_state_dict(sd, assign=True)` and then
+    `materialize_buffers(model)` yourself.
     optimize="inference" folds each BatchNorm into its conv and uses channels_last (eval mode,
     no gradients); `compile=True` also wraps it in torch.compile. With it, `precision` ("bf16", "int8") or an
     `engine` ("eager", "inductor", "onnxruntime", "openvino", "auto") hands the folded model to
@@ -40,6 +49,8 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or not 0 <= num_classes <= MAX_CLASSES):
         raise ValueError(f"num_classes must be an integer from 0 to {MAX_CLASSES}, got {num_classes!r}")
+    if init is None:
+        init = "none" if weights is not None else "random"
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if optimize not in OPTIMIZATIONS:
@@ -50,7 +61,7 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
         raise ValueError("precision, engine and calibration need optimize='inference'")
     if weights is not None and init != "none":
         # A random init that the weights then overwrite is the cost init="none" exists to avoid.
-        raise ValueError("weights= needs init='none'")
+        raise ValueError("weights= needs init='none' (the default when weights are given)")
     if init == "none" and weights is None and optimize is not None:
         raise ValueError("optimize needs real weights: pass weights= with init='none'")
     spec = spec_or_path if isinstance(spec_or_path, ResNetSpec) else load_spec(spec_or_path)
@@ -65,12 +76,46 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
         if limits is not None and sum(p.numel() for p in model.parameters()) > limits.max_params:
             check_limits(spec, limits)
         if weights is not None:
-            model.load_state_dict(weights, strict=True, assign=True)
+            state = _state_dict(weights)
+            if num_classes is not None and _classes(state) not in (None, num_classes):
+                return _with_new_head(spec, weights, optimize, compile, precision, engine, calibration)
+            model.load_state_dict(state, strict=True, assign=True)
             materialize_buffers(model)
     if optimize == "inference":
         from .optimize import optimize_for_inference
         model = optimize_for_inference(model, compile=compile, precision=precision, engine=engine,
                                        calibration=calibration)
+    return model
+
+
+def _state_dict(weights: Mapping[str, Any] | str | Path) -> Mapping[str, torch.Tensor]:
+    """A plain state_dict as it is (no copy); anything else through read_weights, which logs what it did."""
+    if isinstance(weights, Mapping) and all(isinstance(v, torch.Tensor) for v in weights.values()) \
+            and not any(k.startswith(("module.", "_orig_mod.")) for k in weights):
+        return weights
+    from .weights import read_weights
+    read = read_weights(weights)
+    for note in read.notes:
+        _log.info("weights: %s", note)
+    return read.state_dict
+
+
+def _classes(state: Mapping[str, torch.Tensor]) -> int | None:
+    w = state.get("fc.weight")
+    return int(w.shape[0]) if w is not None and w.ndim == 2 else None
+
+
+def _with_new_head(spec: ResNetSpec, weights: Mapping[str, Any] | str | Path, optimize: str | None, compile: bool,
+                   precision: str, engine: str | None, calibration: Iterable[torch.Tensor] | None) -> nn.Module:
+    """The model with every weight but the classifier's, which keeps a fresh (seeded) init: timm's head swap."""
+    from .weights import fit_weights, read_weights
+    model: nn.Module = ResNet(spec)
+    for note in fit_weights(model, read_weights(weights), reinit_head=True):
+        _log.warning("weights: %s", note)
+    if optimize == "inference":
+        from .optimize import optimize_for_inference
+        return optimize_for_inference(model, compile=compile, precision=precision, engine=engine,
+                                      calibration=calibration)
     return model
 
 

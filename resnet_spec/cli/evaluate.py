@@ -45,14 +45,9 @@ def run(args: Namespace) -> int:
     from .build import _device
     device = _device(args.device)
     from ..train.metrics import plot_confusion
-    from ..train.predict import evaluate, load_trained
-    spec = None
-    if args.spec:
-        from ..api import load_spec
-        spec = load_spec(args.spec)
-    trained = load_trained(args.checkpoint, device, args.image_size, spec)
-    for note in trained.notes:
-        print(f"weights: {note}", file=sys.stderr)
+    from ..train.predict import evaluate
+    from .weights import trained as load
+    trained = load(args.checkpoint, args.spec, device, args.image_size)
 
     def on_bad(reason: str) -> None:
         print(f"resnet-spec evaluate: skipping unreadable image {reason}", file=sys.stderr)

@@ -34,14 +34,9 @@ def register(sub: Subparsers) -> None:
 def run(args: Namespace) -> int:
     from .build import _device
     device = _device(args.device)
-    from ..train.predict import load_trained, predict
-    spec = None
-    if args.spec:
-        from ..api import load_spec
-        spec = load_spec(args.spec)
-    trained = load_trained(args.checkpoint, device, args.image_size, spec)
-    for note in trained.notes:
-        print(f"weights: {note}", file=sys.stderr)
+    from ..train.predict import predict
+    from .weights import trained as load
+    trained = load(args.checkpoint, args.spec, device, args.image_size)
     bad: list[str] = []
 
     def on_bad(reason: str) -> None:

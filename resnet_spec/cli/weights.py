@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 
 if TYPE_CHECKING:
+    import torch
+
     from ..model.weights import Weights
     from ..spec.types import ResNetSpec
+    from ..train.predict import Trained
 
 
 def spec_and_weights(spec_arg: str | None, weights_arg: str | None, ignore_spec: bool,
@@ -25,7 +28,7 @@ def spec_and_weights(spec_arg: str | None, weights_arg: str | None, ignore_spec:
         raise UsageError("give a SPEC, or --weights of a checkpoint that carries its spec")
     if weights_arg and not Path(weights_arg).is_dir():  # a folder is a train run or a Hugging Face model
         check_readable(weights_arg)
-    weights = read(weights_arg, None) if weights_arg else None
+    weights = read(weights_arg) if weights_arg else None
     if spec_arg is None:
         assert weights is not None
         spec = embedded_spec(weights)
@@ -39,15 +42,23 @@ def spec_and_weights(spec_arg: str | None, weights_arg: str | None, ignore_spec:
     return spec, weights
 
 
-def read(path: str, spec: ResNetSpec | None, ignore_spec: bool = False) -> Weights:
-    """The weights at `path`; InputError when they embed a spec whose fields differ from `spec`'s."""
+def read(path: str) -> Weights:
+    """The weights at `path`, saying on stderr what was done to read them."""
     from ..model.weights import read_weights
     weights = read_weights(path)
     for note in weights.notes:
         print(f"weights: {note}", file=sys.stderr)
-    if spec is not None and weights.spec_data is not None and not ignore_spec:
-        refuse_other_spec(weights, spec)
     return weights
+
+
+def trained(checkpoint: str, spec_arg: str | None, device: torch.device, image_size: int | None) -> Trained:
+    """predict's and evaluate's model: a train checkpoint or run folder, or plain weights with --spec."""
+    from ..api import load_spec
+    from ..train.predict import load_trained
+    model = load_trained(checkpoint, device, image_size, load_spec(spec_arg) if spec_arg else None)
+    for note in model.notes:
+        print(f"weights: {note}", file=sys.stderr)
+    return model
 
 
 def embedded_spec(weights: Weights) -> ResNetSpec:

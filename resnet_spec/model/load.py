@@ -18,7 +18,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, ResNetSpec]:
     last.pt or best.pt), a train run's folder, or a Hugging Face transformers ResNet folder."""
     weights = read_weights(path)
     spec = spec_of(weights, path)
-    return _build(spec, weights).eval(), spec
+    return build_with(spec, weights).eval(), spec
 
 
 def spec_of(weights: Weights, path: str | Path) -> ResNetSpec:
@@ -34,7 +34,8 @@ def spec_of(weights: Weights, path: str | Path) -> ResNetSpec:
                      "(build_model(spec, weights=...))")
 
 
-def _build(spec: ResNetSpec, weights: Weights) -> nn.Module:
+def build_with(spec: ResNetSpec, weights: Weights) -> nn.Module:
+    """spec's model holding `weights` strictly; a mismatch is fit_weights' InputError, which says what differs."""
     from .factory import build_model
     try:  # the fast path: a meta-device build that takes the tensors as they are, no random init first
         return build_model(spec, init="none", weights=weights.state_dict)

@@ -28,8 +28,8 @@ def load_trained(path: str | Path, device: torch.device, image_size: int | None 
                  spec: ResNetSpec | None = None) -> Trained:
     """A model ready to classify: a train checkpoint or run folder with its embedded spec and class names, or plain
     weights (any source read_weights takes) with `spec`; a mismatch is one InputError saying what differs."""
-    from ..model.load import spec_of
-    from ..model.weights import fit_weights, read_weights
+    from ..model.load import build_with, spec_of
+    from ..model.weights import read_weights
     weights = read_weights(path)
     if spec is None:
         spec = spec_of(weights, path)
@@ -42,18 +42,12 @@ def load_trained(path: str | Path, device: torch.device, image_size: int | None 
         raise InputError(f"{path}: {len(classes)} class names but the spec's head has {spec.head.num_classes} outputs")
     if len(set(classes)) != len(classes):
         raise InputError(f"{path}: class names repeat")
-    from ..model.factory import build_model
-    try:  # init="none": a meta-device build that takes the tensors without a random init first
-        model = build_model(spec, init="none", weights=weights.state_dict)
-    except (RuntimeError, ValueError):
-        model = build_model(spec)
-        try:
-            fit_weights(model, weights)  # says exactly what does not fit
-        except InputError as e:
-            which = "the embedded spec" if weights.spec_data is not None else "the spec"
-            detail = str(e).split("do not fit this model: ", 1)[-1]
-            raise InputError(f"{path}: weights do not match {which} '{spec.name}' ({detail})",
-                             setting=e.setting) from None
+    try:
+        model = build_with(spec, weights)
+    except InputError as e:
+        which = "the embedded spec" if weights.spec_data is not None else "the spec"
+        detail = str(e).split("do not fit this model: ", 1)[-1]
+        raise InputError(f"{path}: weights do not match {which} '{spec.name}' ({detail})", setting=e.setting) from None
     size = image_size or int((weights.config or {}).get("image_size") or spec.input_size)
     return Trained(model.to(device).eval(), tuple(classes), size, spec.name, weights.notes)
 

@@ -23,6 +23,7 @@ from torch import nn
 from helpers import SPECS, require_timm
 from resnet_spec import build_model
 from resnet_spec.model.blocks import ResidualBlock
+from resnet_spec.model.preact import PreActBlock
 
 SHIPPED = sorted(p.stem for p in SPECS.glob("*.yaml"))
 # Specs written here: the features forms (features lists, with and without output_stride), the heads without
@@ -39,6 +40,15 @@ FORMS = {
                                "anti_alias: blur\nnorm: {type: groupnorm, groups: 8}\n",
     "kinds_grouped_1x1_eca_avg": "extends: resnet26d\nblock: {groups: 32, width_per_group: 4, stride_on: 1x1, "
                                  "attention: {type: eca}}\nanti_alias: avg\n",
+    # Pre-activation nets (timm's ResNetV2 names), small: tiered stem + EvoNorm-S0 + avg_conv projections;
+    # BiT's weight-standardised convs, GroupNorm and fixed-pad pool in basic blocks, as features; FRN with
+    # the stride on the 1x1 and no classifier (pooled features).
+    "preact_tiered_evos": "extends: resnetv2_50d\nstem: {type: deep_tiered}\nnorm: {type: evonorm_s0, groups: 8}\n"
+                          "stages: [{channels: 16, blocks: 2}, {channels: 32, blocks: 2, stride: 2}]\n",
+    "preact_bit_basic_features": "extends: resnetv2_50x1_bit\nblock: {type: basic}\nfeatures: [0, 2]\n"
+                                 "stages: [{channels: 32, blocks: 2}, {channels: 64, blocks: 2, stride: 2}]\n",
+    "preact_frn_1x1_pooled": "extends: resnetv2_50d_frn\nblock: {stride_on: 1x1}\nhead: {num_classes: 0}\n"
+                             "stages: [{channels: 16, blocks: 1}, {channels: 32, blocks: 2, stride: 2}]\n",
 }
 CASES = SHIPPED + sorted(FORMS)
 # Every check runs by default on these (with the forms, one spec per block, stem, attention, norm, anti-alias
@@ -74,10 +84,11 @@ def built(request, tmp_path_factory) -> tuple[str, nn.Module, torch.Tensor]:
     model = build_model(path).eval()
     # With BN's identity statistics each block's branch adds about as much as it gets, so 600 blocks
     # (resnet1202) overflow float32: scale each branch by 1/sqrt(blocks), as Fixup does, to keep every output finite.
-    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    blocks = [m for m in model.modules() if isinstance(m, (ResidualBlock, PreActBlock))]
     with torch.no_grad():
         for m in blocks:
-            m.last_norm().weight.mul_(len(blocks) ** -0.5)
+            last = m.last_norm() if isinstance(m, ResidualBlock) else m.last_conv()
+            last.weight.mul_(len(blocks) ** -0.5)
     x = torch.randn(2, model.spec.in_channels, 32, 32, generator=torch.Generator().manual_seed(1))
     return case, model, x
 
@@ -145,7 +156,12 @@ def test_torchvision_feature_extractor(built):
     if isinstance(out, list):  # a features spec returns exactly the maps feature_info lists
         _assert_equal(maps, out)
     else:
-        _assert_equal(maps[-1], model.forward_features(x))
+        last = maps[-1]
+        norm = getattr(model, "norm", None)  # a pre-activation net's forward_features ends in its final norm + act
+        if isinstance(norm, nn.Module):
+            with torch.no_grad():
+                last = norm(last)
+        _assert_equal(last, model.forward_features(x))
 
 
 def test_backward_gives_every_parameter_a_finite_gradient(built):
@@ -170,7 +186,7 @@ def test_timm_interface(built):
     assert cfg["input_size"] == (spec.in_channels, spec.input_size, spec.input_size)
     assert f"{cfg['first_conv']}.weight" in keys
     assert (cfg["crop_pct"], cfg["interpolation"]) == (spec.eval_transform.crop_pct, spec.eval_transform.interpolation)
-    assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
+    assert (cfg["mean"], cfg["std"]) == (spec.eval_transform.mean, spec.eval_transform.std)
     with torch.no_grad():
         out = model(x)
         feats = model.forward_features(x)
@@ -184,13 +200,15 @@ def test_timm_interface(built):
         _assert_equal(model.forward_head(feats), out)
         pooled = model.forward_head(feats, pre_logits=True)
     if model.num_classes:
-        assert isinstance(model.get_classifier(), nn.Linear) and model.get_classifier() is model.fc
+        fc = model.get_classifier()
+        assert fc is model.get_submodule(cfg["classifier"]) and isinstance(fc, (nn.Linear, nn.Conv2d))
         assert f"{cfg['classifier']}.weight" in keys and out.shape == (2, model.num_classes)
         assert pooled.shape == (2, model.num_features)
     elif spec.head is None:  # head: null returns the unpooled map, as timm's global_pool=""
         _assert_equal(out, feats)
     else:
-        assert isinstance(model.get_classifier(), nn.Identity) and not any(k.startswith("fc.") for k in keys)
+        assert isinstance(model.get_classifier(), nn.Identity)
+        assert not any(k.startswith(f"{cfg['classifier']}.") for k in keys)
         _assert_equal(out, pooled)
 
 
@@ -247,6 +265,7 @@ def test_feature_info_lists_exactly_the_returned_maps(tmp_path):
 TIMM_SPECS = [
     "resnet18d", "resnet26d", "resnet50c", "resnet50d", "resnet50s", "resnet50t", "seresnet50",
     "ecaresnet50d", "resnext50d_32x4d", "seresnext50_32x4d", "resnet50_gn", "resnetblur50", "resnetaa50d",
+    "resnetv2_50", "resnetv2_50d", "resnetv2_50d_gn", "resnetv2_50d_frn", "resnetv2_50d_evos", "resnetv2_50x1_bit",
 ]
 # timm names the stem's activation act1; ours keeps torchvision's relu (no weights, so no key differs).
 STEM_ACT = {"act1": "relu"}

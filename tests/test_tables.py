@@ -48,6 +48,23 @@ def test_table_lists_the_schema_enum(kind, table, enum, without):
     assert not set(table) & without, f"{kind}: 'none' must build no module, so it has no entry"
 
 
+def test_conv_table_lists_the_schema_enum():
+    from resnet_spec.model.layers import CONVS
+    assert set(CONVS) == set(DEFS["conv"]["properties"]["type"]["enum"])
+
+
+def test_preact_tables_cover_their_kinds():
+    """Every block type has a pre-activation block; every shortcut but option_a (refused there) a projection;
+    the norms fused with an activation are norms."""
+    from resnet_spec.model.layers import NORM_ACTS
+    from resnet_spec.model.preact import PREACT_BLOCKS, PREACT_SHORTCUTS
+    assert set(PREACT_BLOCKS) == set(BLOCKS)
+    assert set(PREACT_SHORTCUTS) == set(SHORTCUTS) - {"option_a"}
+    assert set(NORM_ACTS) <= set(NORMS)
+    for name, cls in PREACT_BLOCKS.items():
+        assert cls.convs == BLOCKS[name].convs, name  # the importer tells block types apart by these
+
+
 def test_model_stems_are_the_spec_stems():
     assert set(STEMS) == set(spec_stem.STEMS)
 
@@ -112,7 +129,7 @@ def test_build_refuses_an_unknown_name_instead_of_falling_back(field, value):
 
 def test_build_refuses_an_unknown_norm():
     spec = load_spec("resnet18")
-    with pytest.raises(ValueError, match="unknown .*'layernorm'; known: batchnorm, groupnorm"):
+    with pytest.raises(ValueError, match="unknown .*'layernorm'; known: batchnorm, evonorm_s0, frn, groupnorm"):
         build_model(replace(spec, norm=replace(spec.norm, type="layernorm")))
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..spec.types import ResNetSpec
-from .build import ResNet, meta_model  # meta_model is also the analysis's public entry for a meta model
+from .build import meta_model  # meta_model is also the analysis's public entry for a meta model
 
 
 @dataclass(frozen=True)
@@ -29,16 +29,23 @@ class Row:
     activation_bytes: int
 
 
-def _groups(model: ResNet, verbose: bool) -> dict[str, list[str]]:
+def _blocks(model: nn.Module, stage: str) -> list[str]:
+    """The names of a stage's blocks: layerN.M, or stages.N.blocks.M in a pre-activation net."""
+    name = f"{stage}.blocks" if hasattr(model.get_submodule(stage), "blocks") else stage
+    return [f"{name}.{b}" for b, _ in model.get_submodule(name).named_children()]
+
+
+def _groups(model: nn.Module, verbose: bool) -> dict[str, list[str]]:
     """Row name -> the module names it covers: what comes before the stages is the stem, after them the head."""
-    stages = set(model.stage_names)
+    stages: list[str] = list(model.stage_names)
     groups: dict[str, list[str]] = {}
     part = "stem"
-    for name, child in model.named_children():
-        if name in stages:
+    for name, _ in model.named_children():
+        inner = [s for s in stages if s == name or s.startswith(f"{name}.")]  # layerN, or stages holding stages.N
+        if inner:
             part = "head"
-            blocks = [f"{name}.{b}" for b, _ in child.named_children()] if verbose else [name]
-            groups.update({b: [b] for b in blocks})
+            for stage in inner:
+                groups.update({b: [b] for b in (_blocks(model, stage) if verbose else [stage])})
         else:
             groups.setdefault(part, []).append(name)
     return groups

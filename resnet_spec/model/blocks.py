@@ -80,12 +80,12 @@ class BasicBlock(ResidualBlock):
     def _build_branch(self, plan: BlockPlan, ctx: LayerContext) -> None:
         b = plan.block
         use_aa = self._uses_anti_alias(plan, ctx)
-        self.conv1 = nn.Conv2d(plan.inplanes, plan.planes, 3, stride=1 if use_aa else plan.stride,
+        self.conv1 = nn.Conv2d(plan.inplanes, plan.first_width, 3, stride=1 if use_aa else plan.stride,
                                padding=plan.first_dilation, dilation=plan.first_dilation, bias=b.bias)
-        self.bn1 = ctx.norm_layer(plan.planes)
+        self.bn1 = ctx.norm_layer(plan.first_width)
         self.relu = ctx.act_layer()
-        self.aa = ctx.aa_layer(plan.planes, plan.stride) if use_aa else None
-        self.conv2 = nn.Conv2d(plan.planes, plan.outplanes, 3, padding=plan.dilation, dilation=plan.dilation,
+        self.aa = ctx.aa_layer(plan.first_width, plan.stride) if use_aa else None
+        self.conv2 = nn.Conv2d(plan.first_width, plan.outplanes, 3, padding=plan.dilation, dilation=plan.dilation,
                                bias=b.bias)
         self.bn2 = ctx.norm_layer(plan.outplanes)
 
@@ -117,12 +117,12 @@ class Bottleneck(ResidualBlock):
         on_1x1 = b.stride_on == "1x1"
         s1 = 1 if (use_aa or not on_1x1) else plan.stride
         s3 = 1 if (use_aa or on_1x1) else plan.stride
-        self.conv1 = nn.Conv2d(plan.inplanes, width, 1, stride=s1, bias=b.bias)
-        self.bn1 = ctx.norm_layer(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=s3, padding=plan.first_dilation,
+        self.conv1 = nn.Conv2d(plan.inplanes, plan.first_width, 1, stride=s1, bias=b.bias)
+        self.bn1 = ctx.norm_layer(plan.first_width)
+        self.conv2 = nn.Conv2d(plan.first_width, width, 3, stride=s3, padding=plan.first_dilation,
                                dilation=plan.first_dilation, groups=b.groups, bias=b.bias)
         self.bn2 = ctx.norm_layer(width)
-        self.aa = ctx.aa_layer(width, plan.stride) if use_aa else None
+        self.aa = ctx.aa_layer(plan.first_width if on_1x1 else width, plan.stride) if use_aa else None
         self.aa_after_1x1 = on_1x1
         self.conv3 = nn.Conv2d(width, plan.outplanes, 1, bias=b.bias)
         self.bn3 = ctx.norm_layer(plan.outplanes)

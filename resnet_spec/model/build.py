@@ -17,8 +17,6 @@ from .stems import make_stem_conv, make_stem_pool
 # The schema's maxItems for `stages`. TorchScript cannot loop over attributes by name, so _run names
 # every possible stage; hasattr is resolved when the model is scripted, so absent stages cost nothing.
 MAX_STAGES = 8
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 GLOBAL_POOLS = ("avg", "")  # timm's names: "" keeps the unpooled map (with no classifier, as timm requires)
 
 
@@ -217,21 +215,34 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x), False)
 
 
-def pretrained_cfg(spec: ResNetSpec, stages: Sequence[StagePlan], num_classes: int) -> dict[str, Any]:
-    """timm's pretrained_cfg keys for the spec's network. The eval transform is the spec's `input.crop_pct` and
-    `input.interpolation` (torchvision's 0.875 and bilinear by default), center crop, ImageNet mean and std."""
+def pretrained_cfg(spec: ResNetSpec, stages: Sequence[StagePlan], num_classes: int, first_conv: str | None = None,
+                   classifier: str = "fc") -> dict[str, Any]:
+    """timm's pretrained_cfg keys for the spec's network. The eval transform is the spec's `input.crop_pct`,
+    `input.interpolation`, `input.mean` and `input.std` (torchvision's 0.875, bilinear and ImageNet's by default),
+    center crop."""
     size = stages[-1].size if stages else stem_sizes(spec, spec.input_size)[-1][1]
+    if first_conv is None:
+        first_conv = "conv1" if len(spec.stem.convs.widths) == 1 else "conv1.0"
     return dict(architecture=spec.name, input_size=(spec.in_channels, spec.input_size, spec.input_size),
                 pool_size=(size, size), crop_pct=spec.eval_transform.crop_pct, crop_mode="center",
                 interpolation=spec.eval_transform.interpolation,
-                fixed_input_size=False, mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=num_classes,
-                first_conv="conv1" if len(spec.stem.convs.widths) == 1 else "conv1.0", classifier="fc")
+                fixed_input_size=False, mean=spec.eval_transform.mean, std=spec.eval_transform.std,
+                num_classes=num_classes,
+                first_conv=first_conv, classifier=classifier)
 
 
-def meta_model(spec: ResNetSpec) -> ResNet:
+def network(spec: ResNetSpec) -> nn.Module:
+    """The spec's model: a ResNet, or with `preact: true` the pre-activation ResNetV2 (timm's names)."""
+    if spec.preact:
+        from .preact import ResNetV2  # it builds on this module's FeatureInfo and pretrained_cfg
+        return ResNetV2(spec)
+    return ResNet(spec)
+
+
+def meta_model(spec: ResNetSpec) -> nn.Module:
     """The spec's model with every tensor on the meta device: shapes only, no memory, no RNG."""
     with torch.device("meta"), _SkipMetaFills():
-        return ResNet(spec)
+        return network(spec)
 
 
 class _SkipMetaFills(TorchFunctionMode):

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..spec.load import load_spec
 from ..spec.types import ResNetSpec, with_num_classes
-from .build import ResNet, meta_model
+from .build import meta_model, network
 from .layers import BlurPool2d
 from .limits import DEFAULT_LIMITS, Limits
 from .limits import check as check_limits
@@ -70,7 +70,7 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
     if limits is not None and spec.num_blocks > limits.max_blocks:  # first: build time grows with the blocks
         check_limits(spec, limits)
     if init == "random":
-        model: nn.Module = ResNet(spec) if limits is None else _capped_build(spec, limits)
+        model: nn.Module = network(spec) if limits is None else _capped_build(spec, limits)
     else:
         model = meta_model(spec)
         if limits is not None and sum(p.numel() for p in model.parameters()) > limits.max_params:
@@ -101,15 +101,19 @@ def _state_dict(weights: Mapping[str, Any] | str | Path) -> Mapping[str, torch.T
 
 
 def _classes(state: Mapping[str, torch.Tensor]) -> int | None:
+    """The classifier's class count in a state_dict: fc (a Linear) or, in a pre-activation net, head.fc (a 1x1 conv)."""
     w = state.get("fc.weight")
-    return int(w.shape[0]) if w is not None and w.ndim == 2 else None
+    if w is None:
+        w = state.get("head.fc.weight")
+        return int(w.shape[0]) if w is not None and w.ndim == 4 else None
+    return int(w.shape[0]) if w.ndim == 2 else None
 
 
 def _with_new_head(spec: ResNetSpec, weights: Mapping[str, Any] | str | Path, optimize: str | None, compile: bool,
                    precision: str, engine: str | None, calibration: Iterable[torch.Tensor] | None) -> nn.Module:
     """The model with every weight but the classifier's, which keeps a fresh (seeded) init: timm's head swap."""
     from .weights import fit_weights, read_weights
-    model: nn.Module = ResNet(spec)
+    model: nn.Module = network(spec)
     for note in fit_weights(model, read_weights(weights), reinit_head=True):
         _log.warning("weights: %s", note)
     if optimize == "inference":
@@ -143,7 +147,7 @@ def _capped_build(spec: ResNetSpec, limits: Limits) -> nn.Module:
     # The hook is global to nn.Module: a model built in another thread meanwhile would add to the count.
     handle = register_module_parameter_registration_hook(hook)
     try:
-        return ResNet(spec)
+        return network(spec)
     except (_OverCap, RuntimeError) as e:  # RuntimeError: one tensor too large to allocate at all
         failed = e
     finally:

@@ -1,7 +1,7 @@
 """The small modules residual networks are made of, and one name -> factory table per kind.
 
-Kinds: norm (NORMS), activation (ACTIVATIONS), anti-aliasing (ANTI_ALIASES), attention (ATTENTIONS)
-and shortcut (SHORTCUTS). Each table's keys are the schema's enum for that field; an unknown name is a
+Kinds: norm (NORMS, and NORM_ACTS for a norm fused with its activation), conv (CONVS), activation
+(ACTIVATIONS), anti-aliasing (ANTI_ALIASES), attention (ATTENTIONS) and shortcut (SHORTCUTS). Each table's keys are the schema's enum for that field; an unknown name is a
 ValueError from registry.lookup, never a fallback. Module names follow torchvision, then timm.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 
 from ..registry import lookup
 from ..spec.layout import BlockPlan
-from ..spec.types import AttentionSpec, NormSpec, ResNetSpec
+from ..spec.types import AttentionSpec, ConvSpec, NormSpec, ResNetSpec
 
 
 def _batchnorm(norm: NormSpec, channels: int) -> nn.Module:
@@ -28,7 +28,136 @@ def _groupnorm(norm: NormSpec, channels: int) -> nn.Module:
     return nn.GroupNorm(norm.groups, channels, eps=norm.eps)
 
 
-NORMS: dict[str, Callable[[NormSpec, int], nn.Module]] = {"batchnorm": _batchnorm, "groupnorm": _groupnorm}
+class FilterResponseNormTlu2d(nn.Module):
+    """Filter Response Normalization with its thresholded linear unit (Singh and Krishnan 2019), as timm computes
+    it: y = max(weight * x * rsqrt(mean_hw(x^2) + eps) + bias, tau), statistics in float32."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.tau = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = (1, -1, 1, 1)
+        x = x * x.square().float().mean(dim=(2, 3), keepdim=True).add(self.eps).rsqrt().to(x.dtype).expand(x.shape)
+        x = x * self.weight.view(v).to(x.dtype) + self.bias.view(v).to(x.dtype)
+        return torch.maximum(x, self.tau.view(v).to(x.dtype))
+
+
+class EvoNorm2dS0(nn.Module):
+    """EvoNorm-S0 (Liu et al. 2020), as timm computes it: x * sigmoid(v * x) / group_std(x) * weight + bias."""
+
+    def __init__(self, channels: int, groups: int = 32, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.v = nn.Parameter(torch.ones(channels))
+
+    def group_std(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = x.reshape(b, self.groups, c // self.groups, h, w)
+        std = g.float().var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(self.eps).sqrt().to(x.dtype)
+        return std.expand(g.shape).reshape(b, c, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = (1, -1, 1, 1)
+        # timm's order: the gate, then the std. Computing the std first gives equal outputs but gradients that
+        # differ in the last bits, as autograd sums the contributions to dL/dx in graph order.
+        x = x * (x * self.v.view(v).to(x.dtype)).sigmoid() / self.group_std(x)
+        return x * self.weight.view(v).to(x.dtype) + self.bias.view(v).to(x.dtype)
+
+
+def _frn(norm: NormSpec, channels: int) -> nn.Module:
+    return FilterResponseNormTlu2d(channels, eps=norm.eps)
+
+
+def _evonorm_s0(norm: NormSpec, channels: int) -> nn.Module:
+    return EvoNorm2dS0(channels, groups=norm.groups, eps=norm.eps)
+
+
+NORMS: dict[str, Callable[[NormSpec, int], nn.Module]] = {
+    "batchnorm": _batchnorm, "groupnorm": _groupnorm, "frn": _frn, "evonorm_s0": _evonorm_s0}
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """BatchNorm2d, then an activation child `act` (timm's BatchNormAct2d): the same keys as BatchNorm2d."""
+
+    def __init__(self, channels: int, eps: float, momentum: float, act: nn.Module) -> None:
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # BatchNorm2d's forward for a float momentum, written out: TorchScript has no super() calls.
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                         self.training or self.running_mean is None, float(self.momentum or 0.0), self.eps)
+        result: torch.Tensor = self.act(x)
+        return result
+
+
+class GroupNormAct(nn.GroupNorm):
+    """GroupNorm, then an activation child `act` (timm's GroupNormAct): the same keys as GroupNorm."""
+
+    def __init__(self, groups: int, channels: int, eps: float, act: nn.Module) -> None:
+        super().__init__(groups, channels, eps=eps)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result: torch.Tensor = self.act(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
+        return result
+
+
+def _batchnorm_act(norm: NormSpec, channels: int, act: nn.Module) -> nn.Module:
+    return BatchNormAct2d(channels, norm.eps, norm.momentum, act)
+
+
+def _groupnorm_act(norm: NormSpec, channels: int, act: nn.Module) -> nn.Module:
+    return GroupNormAct(norm.groups, channels, norm.eps, act)
+
+
+# The norms a pre-activation net fuses with the network's activation, by norm type. The other NORMS entries
+# (frn, evonorm_s0) carry their own nonlinearity and are used as they are.
+NORM_ACTS: dict[str, Callable[[NormSpec, int, nn.Module], nn.Module]] = {
+    "batchnorm": _batchnorm_act, "groupnorm": _groupnorm_act}
+
+
+def conv_padding(kernel: int, stride: int = 1, dilation: int = 1) -> int:
+    """timm's get_padding: symmetric padding for a conv of this kernel, stride and dilation."""
+    return ((stride - 1) + dilation * (kernel - 1)) // 2
+
+
+class StdConv2d(nn.Conv2d):
+    """Weight-standardised conv (Qiao et al. 2019; timm's StdConv2d): at every forward each output channel's
+    weights become (w - mean) / sqrt(var + eps) over (in, kh, kw). The stored weight is the raw one."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, dilation: int = 1,
+                 groups: int = 1, eps: float = 1e-6) -> None:
+        super().__init__(in_channels, out_channels, kernel, stride=stride,
+                         padding=conv_padding(kernel, stride, dilation), dilation=dilation, groups=groups, bias=False)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0,
+                         eps=self.eps).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _plain_conv(conv: ConvSpec, cin: int, cout: int, kernel: int, stride: int, dilation: int,
+                groups: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=conv_padding(kernel, stride, dilation),
+                     dilation=dilation, groups=groups, bias=False)
+
+
+def _std_conv(conv: ConvSpec, cin: int, cout: int, kernel: int, stride: int, dilation: int, groups: int) -> nn.Conv2d:
+    return StdConv2d(cin, cout, kernel, stride, dilation, groups, eps=conv.eps)
+
+
+CONVS: dict[str, Callable[[ConvSpec, int, int, int, int, int, int], nn.Conv2d]] = {
+    "plain": _plain_conv, "std": _std_conv}
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": partial(nn.ReLU, inplace=True),
@@ -65,23 +194,25 @@ ANTI_ALIASES: dict[str, Callable[[int, int], nn.Module]] = {"blur": BlurPool2d, 
 
 @dataclass(frozen=True)
 class LayerContext:
-    """What the stem and every block share: the norm, the activation and the anti-aliasing kind."""
+    """What the stem and every block share: the norm, the activation, the anti-aliasing kind and the conv kind."""
 
     norm: NormSpec
     activation: str
     anti_alias: str
+    conv: ConvSpec = ConvSpec("plain", 1e-6)
 
     def __post_init__(self) -> None:
         # Looked up once here, so that an unknown name fails before any module is built.
         lookup(NORMS, "norm type", self.norm.type)
         lookup(ACTIVATIONS, "activation", self.activation)
+        lookup(CONVS, "conv type", self.conv.type)
         if self.anti_aliased:
             lookup(ANTI_ALIASES, "anti-alias", self.anti_alias)
 
     @classmethod
     def from_spec(cls, spec: ResNetSpec) -> LayerContext:
         """The network-wide choices of a spec."""
-        return cls(spec.norm, spec.activation, spec.anti_alias)
+        return cls(spec.norm, spec.activation, spec.anti_alias, spec.conv)
 
     @property
     def anti_aliased(self) -> bool:
@@ -91,6 +222,18 @@ class LayerContext:
     def norm_layer(self, channels: int) -> nn.Module:
         """A norm over `channels` channels."""
         return lookup(NORMS, "norm type", self.norm.type)(self.norm, channels)
+
+    def norm_act_layer(self, channels: int) -> nn.Module:
+        """A norm over `channels` channels followed by the activation, as one module (a pre-activation)."""
+        fused = NORM_ACTS.get(self.norm.type)
+        if fused is None:
+            return self.norm_layer(channels)
+        return fused(self.norm, channels, self.act_layer())
+
+    def conv_layer(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1,
+                   groups: int = 1) -> nn.Conv2d:
+        """A bias-free conv of the spec's conv kind, padded as timm pads it."""
+        return lookup(CONVS, "conv type", self.conv.type)(self.conv, cin, cout, kernel, stride, dilation, groups)
 
     def act_layer(self) -> nn.Module:
         """The network's activation."""
@@ -138,7 +281,7 @@ class EfficientChannelAttention(nn.Module):
 
     def __init__(self, channels: int, att: AttentionSpec) -> None:
         super().__init__()
-        k = eca_kernel_size(channels, att.gamma, att.beta)
+        k = att.kernel_size or eca_kernel_size(channels, att.gamma, att.beta)
         self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

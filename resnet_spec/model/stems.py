@@ -4,6 +4,7 @@ The geometry (each conv's width, kernel and stride) comes from spec.stem.stem_co
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 from torch import nn
@@ -47,6 +48,12 @@ def _max_pool(channels: int, ctx: LayerContext) -> nn.Module:
     return nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), ctx.aa_layer(channels, 2))
 
 
+def _max_fixed_pool(channels: int, ctx: LayerContext) -> nn.Module:
+    """BiT's stem pool (timm's stem_type='fixed'): a fixed 1-pixel zero pad, then an unpadded 3x3 stride-2 max pool.
+    It differs from `max` where the map is negative: the border sees zeros, not -inf."""
+    return nn.Sequential(OrderedDict(pad=nn.ConstantPad2d(1, 0.0), pool=nn.MaxPool2d(3, stride=2, padding=0)))
+
+
 def _conv_pool(channels: int, ctx: LayerContext) -> nn.Module:
     """timm's replace_stem_pool: a 3x3 stride-2 conv (stride 1, then the aa layer, if anti-aliased), norm, act."""
     aa = ctx.anti_aliased
@@ -61,7 +68,7 @@ def _no_pool(channels: int, ctx: LayerContext) -> nn.Module:
 
 
 STEM_POOLS: dict[str, Callable[[int, LayerContext], nn.Module]] = {
-    "max": _max_pool, "conv": _conv_pool, "none": _no_pool}
+    "max": _max_pool, "max_fixed": _max_fixed_pool, "conv": _conv_pool, "none": _no_pool}
 
 
 def make_stem_conv(in_channels: int, stem: StemSpec, ctx: LayerContext) -> nn.Module:

@@ -19,7 +19,8 @@ class BlockPlan:
     inplanes: int
     planes: int
     outplanes: int
-    width: int          # inner width of a bottleneck (the 3x3 conv's channels)
+    first_width: int    # output channels of the branch's first conv
+    width: int          # inner width: a bottleneck's 3x3 conv's channels, a basic block's first conv's
     stride: int
     dilation: int
     first_dilation: int
@@ -49,6 +50,15 @@ def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 
 def inner_width(planes: int, block: BlockSpec) -> int:
     """torchvision's bottleneck width: int(planes * width_per_group / 64) * groups."""
     return int(planes * (block.width_per_group / 64.0)) * block.groups
+
+
+def branch_widths(planes: int, block: BlockSpec) -> tuple[int, int]:
+    """A block's first conv's width and its inner width: explicit `widths`, else from planes, groups and
+    width_per_group, the first divided by reduce_first (timm's first_planes)."""
+    if block.widths is not None:
+        return block.widths[0], block.widths[-1]
+    width = inner_width(planes, block) if BLOCK_KINDS[block.type].inner_width else planes
+    return width // block.reduce_first, width
 
 
 def stem_sizes(spec: ResNetSpec, size: int) -> list[tuple[str, int]]:
@@ -99,10 +109,14 @@ def plan(spec: ResNetSpec) -> list[StagePlan]:
             b = st.block_at(bi)
             s = stride if bi == 0 else 1
             outplanes = st.channels * b.expansion
-            width = inner_width(st.channels, b) if BLOCK_KINDS[b.type].inner_width else st.channels
+            first_width, width = branch_widths(st.channels, b)
             rate = spec.drop_path_rate * k / (total - 1) if total > 1 else 0.0
-            blocks.append(BlockPlan(si + 1, bi, inplanes, st.channels, outplanes, width, s, dilation,
-                                    prev_dilation, s != 1 or inplanes != outplanes, rate, b))
+            shortcut = s != 1 or inplanes != outplanes
+            if spec.preact and bi == 0:
+                # timm's ResNetV2: a bottleneck stage's first block always projects; a basic one also when dilated.
+                shortcut = shortcut or b.type == "bottleneck" or prev_dilation != dilation
+            blocks.append(BlockPlan(si + 1, bi, inplanes, st.channels, outplanes, first_width, width, s, dilation,
+                                    prev_dilation, shortcut, rate, b))
             if s > 1:  # every strided path pads like a 3x3 conv, except the 2x2 average pool
                 size = size // s if spec.anti_alias == "avg" else conv_out(size, 3, s, 1)
             prev_dilation = dilation

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from ..errors import ErrorRecord
 from .layout import BlockPlan, StagePlan, inner_width, plan, stem_reduction, stem_sizes
 from .resolve import Resolved
-from .types import BlockSpec, ResNetSpec, StageSpec
+from .types import BLOCK_KINDS, BlockSpec, ResNetSpec, StageSpec
 from .yamlio import JsonPath
 
 Problem = tuple[JsonPath, str]
@@ -28,8 +28,8 @@ class Net:
 
     @property
     def norm_groups(self) -> int:
-        """Groups of every norm layer: 1 unless it is a group norm."""
-        return self.spec.norm.groups if self.spec.norm.type == "groupnorm" else 1
+        """Groups of every norm layer: 1 unless it is a group norm or EvoNorm-S0."""
+        return self.spec.norm.groups if self.spec.norm.type in ("groupnorm", "evonorm_s0") else 1
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,81 @@ def _bottleneck_inner_width(net: Net, b: Block) -> Iterator[Problem]:
                                            "is 0; raise width_per_group or channels")
 
 
+def _widths_count(net: Net, b: Block) -> Iterator[Problem]:
+    """Explicit widths name every conv of the branch but the last, which has the block's output width."""
+    widths, n = b.fields.widths, BLOCK_KINDS[b.fields.type].convs - 1
+    if widths is not None and len(widths) != n:
+        names = "[conv1]" if n == 1 else "[conv1, conv2]"
+        yield b.where("widths"), f"a {b.fields.type} block takes {n} width{'s' if n > 1 else ''} {names}, got {len(widths)}"
+
+
+def _first_width(net: Net, b: Block) -> Iterator[Problem]:
+    """reduce_first leaves the first conv at least one channel."""
+    if b.fields.widths is None and b.plan.width >= 1 and b.plan.first_width < 1:
+        yield b.where("reduce_first"), (f"reduce_first {b.fields.reduce_first} leaves the first conv of "
+                                        f"{b.plan.width} channels with none")
+
+
+def _groups_divide_widths(net: Net, b: Block) -> Iterator[Problem]:
+    """A bottleneck's grouped 3x3 conv: its groups divide its input and output widths."""
+    p, g = b.plan, b.fields.groups
+    if b.fields.type == "bottleneck" and g > 1 and (p.first_width % g or p.width % g) and p.first_width >= 1:
+        field = "widths" if b.fields.widths is not None else "reduce_first"
+        yield b.where(field), (f"groups {g} do not divide the 3x3 conv's widths {p.first_width} -> {p.width}")
+
+
+def _eca_kernel_odd(net: Net, b: Block) -> Iterator[Problem]:
+    """An explicit ECA kernel is odd, so its padding keeps every channel."""
+    k = b.fields.attention.kernel_size
+    if k is not None and k % 2 == 0:
+        yield b.where("attention"), f"attention kernel_size must be odd, got {k}"
+
+
+# What a pre-activation network (timm's ResNetV2) has no place for: block field -> (its value there, why).
+_PREACT_BLOCK: dict[str, tuple[object, str]] = {
+    "shortcut": ("option_a", "the projection of a pre-activation block is a conv (conv or avg_conv)"),
+    "shortcut_kernel_size": (3, "the projection of a pre-activation block is a 1x1 conv"),
+    "bias": (True, "pre-activation blocks have no conv bias"),
+    "act_before_add": (True, "a pre-activation block applies nothing between its last conv and the addition"),
+}
+
+
+def _preact_block(net: Net, b: Block) -> Iterator[Problem]:
+    """The block fields a pre-activation block cannot honour."""
+    if not net.spec.preact:
+        return
+    for name, (value, why) in _PREACT_BLOCK.items():
+        if getattr(b.fields, name) == value:
+            yield b.where(name), f"{name}: {value!r} does not apply with preact: true ({why})"
+    if b.fields.attention.type != "none":
+        yield b.where("attention"), "attention does not apply with preact: true (timm's ResNetV2 has none)"
+
+
+def _preact_only(net: Net) -> Iterator[Problem]:
+    """Weight standardisation and the norms with their own nonlinearity belong to pre-activation networks;
+    these networks have no norm after the stem, no conv stem pool and no anti-aliasing."""
+    spec = net.spec
+    if not spec.preact:
+        if spec.conv.type == "std":
+            yield ("conv", "type"), "conv type std needs preact: true (as timm's ResNetV2 and BiT)"
+        if spec.norm.type in ("frn", "evonorm_s0"):
+            yield ("norm", "type"), f"norm type {spec.norm.type} needs preact: true (as timm's ResNetV2)"
+        if spec.stem.pool == "max_fixed":
+            yield ("stem", "pool"), "stem pool max_fixed needs preact: true (BiT's stem)"
+        return
+    if spec.norm.type in ("frn", "evonorm_s0") and spec.activation != "relu":
+        yield ("activation",), (f"norm type {spec.norm.type} carries its own nonlinearity; the activation must "
+                                f"stay relu, got {spec.activation}")
+    if spec.stem.norm:
+        yield ("stem", "norm"), "a pre-activation stem has no norm after its conv: the first block's norm is it"
+    if spec.stem.pool == "conv":
+        yield ("stem", "pool"), "stem pool conv does not apply with preact: true (max, max_fixed or none)"
+    if spec.stem.bias:
+        yield ("stem", "bias"), "a pre-activation stem's convs have no bias"
+    if spec.anti_alias != "none":
+        yield ("anti_alias",), "anti_alias does not apply with preact: true (timm's ResNetV2 has none)"
+
+
 def _option_a_adds_channels(net: Net, b: Block) -> Iterator[Problem]:
     """An option_a shortcut pads with zero channels, so it can only widen."""
     p = b.plan
@@ -165,7 +240,7 @@ def _norm_groups_divide(net: Net) -> Iterator[Problem]:
     for sp in net.stages:
         where = f"stages[{sp.index - 1}]"
         for bp in sp.blocks:
-            for ch in (bp.width, bp.outplanes):
+            for ch in (bp.first_width, bp.width, bp.outplanes):
                 if ch % groups and ch not in bad.setdefault(where, []):
                     bad[where].append(ch)
     parts = [f"{where} ({', '.join(str(c) for c in sorted(chs))})" for where, chs in bad.items() if chs]
@@ -202,9 +277,11 @@ def _maps_survive(net: Net) -> Iterator[Problem]:
 
 RULES: tuple[Rule, ...] = (
     _each_stage(_override_indexes,
-                _each_block(_basic_groups, _basic_width_per_group, _basic_stride_on, _bottleneck_inner_width),
+                _each_block(_basic_groups, _basic_width_per_group, _basic_stride_on, _bottleneck_inner_width,
+                            _widths_count, _first_width, _groups_divide_widths, _eca_kernel_odd, _preact_block),
                 _dilation_or_output_stride),
     _stem_convs_have_channels,
+    _preact_only,
     _feature_indexes,
     _output_stride_after_stem,
     _each_stage(_each_block(_option_a_adds_channels)),
@@ -243,9 +320,10 @@ def min_params(spec: ResNetSpec) -> int:
     for sp in plan(spec):
         for b in sp.blocks:
             if b.block.type == "bottleneck":
-                total += b.inplanes * b.width + b.width * (b.width // b.block.groups) * 9 + b.width * b.outplanes
+                g = b.block.groups
+                total += b.inplanes * b.first_width + b.first_width * b.width // g * 9 + b.width * b.outplanes
             elif b.block.type == "basic":
-                total += b.inplanes * b.planes * 9 + b.planes * b.outplanes * 9
+                total += b.inplanes * b.first_width * 9 + b.first_width * b.outplanes * 9
             if b.shortcut and b.block.shortcut != "option_a":
                 total += b.inplanes * b.outplanes
         cin = sp.out_channels

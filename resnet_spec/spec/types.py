@@ -17,8 +17,9 @@ Shortcut: TypeAlias = Literal["conv", "avg_conv", "option_a"]
 ShortcutKernelSize: TypeAlias = Literal[1, 3]
 AttentionType: TypeAlias = Literal["none", "se", "eca"]
 StemType: TypeAlias = Literal["conv7x7", "deep", "deep_tiered", "cifar"]
-StemPool: TypeAlias = Literal["max", "conv", "none"]  # the schema's null is resolved to "max" or "none" by stem type
-NormType: TypeAlias = Literal["batchnorm", "groupnorm"]
+StemPool: TypeAlias = Literal["max", "max_fixed", "conv", "none"]  # the schema's null is resolved to "max" or "none" by stem type
+NormType: TypeAlias = Literal["batchnorm", "groupnorm", "frn", "evonorm_s0"]
+ConvType: TypeAlias = Literal["plain", "std"]
 Activation: TypeAlias = Literal["relu", "silu", "gelu", "leaky_relu", "none"]
 AntiAlias: TypeAlias = Literal["none", "blur", "avg"]
 OutputStride: TypeAlias = Literal[8, 16, 32]
@@ -31,12 +32,13 @@ class BlockKind:
 
     expansion: int       # output channels = planes * expansion when the spec leaves expansion null
     inner_width: bool    # True: a grouped middle conv of layout.inner_width channels; False: planes throughout
+    convs: int           # convs in the branch: `widths` lists the output widths of all but the last
 
 
 # One entry per block type (the model's BLOCKS table holds the modules; tests/test_tables.py checks the keys agree).
 BLOCK_KINDS: dict[str, BlockKind] = {
-    "basic": BlockKind(expansion=1, inner_width=False),
-    "bottleneck": BlockKind(expansion=4, inner_width=True),
+    "basic": BlockKind(expansion=1, inner_width=False, convs=2),
+    "bottleneck": BlockKind(expansion=4, inner_width=True, convs=3),
 }
 
 
@@ -49,6 +51,7 @@ class AttentionSpec:
     divisor: int
     gamma: float
     beta: float
+    kernel_size: int | None  # ECA: explicit, else from gamma and beta
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class BlockSpec:
     expansion: int
     groups: int
     width_per_group: int
+    widths: tuple[int, ...] | None  # explicit output widths of the branch's convs but the last (pruned networks)
+    reduce_first: int
     stride_on: StrideOn
     shortcut: Shortcut
     shortcut_kernel_size: ShortcutKernelSize
@@ -134,11 +139,23 @@ class NormSpec:
 
 
 @dataclass(frozen=True)
+class ConvSpec:
+    """The conv layers' kind: plain nn.Conv2d, or weight-standardised with `eps` (timm's StdConv2d)."""
+
+    type: ConvType
+    eps: float
+
+
+@dataclass(frozen=True)
 class HeadSpec:
     """The classifier: global average pool, dropout, and a linear layer to `num_classes`."""
 
     num_classes: int
     dropout: float
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -147,6 +164,8 @@ class EvalTransform:
 
     crop_pct: float = 0.875
     interpolation: Interpolation = "bilinear"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -167,6 +186,8 @@ class ResNetSpec:
     drop_path_rate: float
     output_stride: OutputStride | None
     features: tuple[int, ...] | None
+    preact: bool
+    conv: ConvSpec
     # Plain data for checkpoints and exports; two specs that build the same network are equal whatever it holds.
     data: dict[str, Any] = field(compare=False, hash=False)
     # Metadata of the eval transform: it does not change the network, so it is outside eq and hash too.
@@ -189,6 +210,8 @@ def resolve_block(fields: Mapping[str, Any]) -> BlockSpec:
     """The typed block from complete block fields: attention defaults filled, expansion resolved."""
     f = dict(fields)
     f["attention"] = AttentionSpec(**{**defaults("attention"), **f.get("attention", {})})
+    if f["widths"] is not None:
+        f["widths"] = tuple(f["widths"])
     if f["expansion"] is None:
         f["expansion"] = BLOCK_KINDS[f["type"]].expansion
     return BlockSpec(**f)
@@ -224,6 +247,8 @@ def from_data(data: dict[str, Any], name: str) -> ResNetSpec:
     stem = {**defaults("stem"), **(data.get("stem") or {})}
     if stem["pool"] is None:
         stem["pool"] = "none" if stem["type"] == "cifar" else "max"
+    if stem["norm"] is None:
+        stem["norm"] = not top["preact"]
     head = top["head"]
     inp = {**defaults("input"), **(data.get("input") or {})}
     return ResNetSpec(
@@ -241,8 +266,12 @@ def from_data(data: dict[str, Any], name: str) -> ResNetSpec:
         drop_path_rate=float(top["drop_path_rate"]),
         output_stride=top["output_stride"],
         features=tuple(top["features"]) if top["features"] is not None else None,
+        preact=top["preact"],
+        conv=ConvSpec(**{**defaults("conv"), **(data.get("conv") or {})}),
         data=data,
-        eval_transform=EvalTransform(float(inp["crop_pct"]), inp["interpolation"]),
+        eval_transform=EvalTransform(float(inp["crop_pct"]), inp["interpolation"],
+                                     IMAGENET_MEAN if inp["mean"] is None else tuple(map(float, inp["mean"])),
+                                     IMAGENET_STD if inp["std"] is None else tuple(map(float, inp["std"]))),
     )
 
 

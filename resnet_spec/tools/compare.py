@@ -113,17 +113,26 @@ def _construct(ref: Reference, make: Callable[[], nn.Module], kwargs: Mapping[st
         raise InputError(f"{ref} does not take {args}: {type(e).__name__}: {e}") from None
 
 
+# Norm layers (timm's and ours, by the same class names) that are no torch norm class but have weight and bias.
+_OWN_PARAM_NORMS = ("FilterResponseNormTlu2d", "EvoNorm2dS0")
+
+
 def randomise_norms_(model: nn.Module, seed: int) -> None:
     """Give every norm layer random affine weights and running statistics (in place)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if not isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+            if not isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and type(m).__name__ not in _OWN_PARAM_NORMS:
                 continue
             weight, bias = m.weight, m.bias
             if isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor):
                 weight.copy_(torch.rand(weight.shape, generator=g) + 0.5)
                 bias.copy_(torch.randn(bias.shape, generator=g) * 0.1)
+            tau, v = getattr(m, "tau", None), getattr(m, "v", None)  # FRN's threshold, EvoNorm's gate scale
+            if isinstance(tau, torch.Tensor):
+                tau.copy_(torch.randn(tau.shape, generator=g) * 0.1)
+            if isinstance(v, torch.Tensor):
+                v.copy_(torch.rand(v.shape, generator=g) + 0.5)
             mean, var = getattr(m, "running_mean", None), getattr(m, "running_var", None)
             if isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor):
                 mean.copy_(torch.randn(mean.shape, generator=g) * 0.1)

@@ -17,7 +17,8 @@ from torch.nn.modules.utils import _pair
 from ..spec.types import ResNetSpec
 from ..spec.yamlwrite import to_yaml
 from .compare import Reference, key_diff
-from .structure import STEM_NAMES, Reader, Unfit, is_norm, norm_fields, unfit
+from .structure import (STEM_NAMES, PreactReader, Reader, Unfit, conv_fields, is_norm, norm_fields,
+                        preact_norm_fields, unfit)
 
 
 def _mode(values: list[Any]) -> Any:
@@ -69,6 +70,9 @@ def _stages(r: Reader, names: list[str], read: list[list[tuple[dict[str, Any], d
 def spec_data(ref: Reference, model: nn.Module) -> dict[str, Any]:
     """The spec data that describes `model`, read from its modules."""
     from ..spec.schema import defaults
+    if isinstance(getattr(model, "stages", None), nn.Sequential) and isinstance(getattr(model, "stem", None),
+                                                                                 nn.Sequential):
+        return _preact_data(ref, model)
     r = Reader(ref, model)
     stages: list[nn.Sequential] = []
     while isinstance(stage := getattr(model, f"layer{len(stages) + 1}", None), nn.Sequential):
@@ -131,6 +135,86 @@ def spec_data(ref: Reference, model: nn.Module) -> dict[str, Any]:
     return data
 
 
+def _preact_data(ref: Reference, model: nn.Module) -> dict[str, Any]:
+    """The spec data of a pre-activation ResNet with timm's ResNetV2 names (stem, stages, norm, head)."""
+    from ..spec.schema import defaults
+    r = PreactReader(ref, model)
+    for child, _ in model.named_children():
+        if child not in ("stem", "stages", "norm", "head"):
+            raise r.unfit(child, "a pre-activation ResNet has a stem, stages, a final norm and a head")
+    stem, in_channels, _ = r.stem()
+    stage_names = [f"stages.{n}" for n, _ in model.stages.named_children()]
+    if not stage_names:
+        raise r.unfit("stages", "a pre-activation ResNet has at least one stage")
+    names = [f"{s}.blocks" for s in stage_names]
+    read = [[r.block(f"{s}.{j}") for j, _ in enumerate(model.get_submodule(s))] for s in names]
+    norms = [(n, f) for n, m in model.named_modules() if (f := preact_norm_fields(m)) is not None]
+    if not norms:
+        raise r.unfit("norm", "the norms of a pre-activation net are BatchNormAct2d, GroupNormAct, "
+                              "FilterResponseNormTlu2d or EvoNorm2dS0")
+    for n, f in norms:
+        if f != norms[0][1]:
+            raise r.unfit(n, f"every norm must be configured alike, and this one differs from {norms[0][0]}")
+    acts = {r.activation(f"{n}.act") for n, m in model.named_modules() if isinstance(getattr(m, "act", None), nn.Module)
+            and preact_norm_fields(m) is not None}
+    if len(acts) > 1:
+        raise r.unfit("norm", "every norm's activation must be the same")
+    fc = part_of(model, "head.fc")
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m is not fc]
+    conv = conv_fields(convs[0][1])
+    for n, m in convs:
+        if conv_fields(m) != conv:
+            raise r.unfit(n, f"every conv must be of one kind, and this one differs from {convs[0][0]}")
+    if fc is not None and not (isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.bias is not None):
+        raise r.unfit("head.fc", "the classifier of a pre-activation net is a 1x1 conv with a bias")
+    pool = part_of(model, "head.global_pool")
+    if pool is not None and getattr(pool, "pool_type", "avg") != "avg":
+        raise r.unfit("head.global_pool", "the head pools by global average only")
+
+    fields = [f for blocks in read for f, _ in blocks]
+    top = _consolidate(fields)
+    data: dict[str, Any] = {"spec_version": 1, "name": ref.name,
+                            "description": f"{ref}, read from its module structure by resnet-spec import"}
+    if in_channels != 3:
+        data["input"] = {"channels": in_channels}
+    data["preact"] = True
+    data["stem"] = stem
+    base = _default_block(top["type"])
+    data["block"] = {"type": top["type"], **{k: v for k, v in top.items() if k != "type" and base.get(k) != v}}
+    data["stages"] = _stages(r, names, read, {**base, **data["block"]})
+    head: dict[str, Any] = {"num_classes": fc.out_channels if isinstance(fc, nn.Conv2d) else 0}
+    drop = part_of(model, "head.drop")
+    drop_rate = float(getattr(drop, "p", 0.0) or getattr(model, "drop_rate", 0.0) or 0.0)
+    if drop_rate > 0:
+        head["dropout"] = drop_rate
+    data["head"] = head
+    norm = norms[0][1]
+    if {**defaults("norm"), **norm} != defaults("norm"):
+        data["norm"] = norm
+    if conv != {"type": "plain"}:
+        data["conv"] = conv
+    activation = acts.pop() if acts else "relu"
+    if activation != "relu":
+        data["activation"] = activation
+    lasts = [getattr(model.get_submodule(f"{s}.{j}"), "conv3" if f["type"] == "bottleneck" else "conv2").weight
+             for s, blocks in zip(names, read, strict=True) for j, (f, _) in enumerate(blocks)]
+    if lasts and not any(w.is_meta for w in lasts) and all(not w.any() for w in lasts):
+        data["zero_init_residual"] = True
+    last_drop = read[-1][-1][1]["drop_path"]
+    if last_drop > 0:
+        data["drop_path_rate"] = last_drop
+    return data
+
+
+def part_of(model: nn.Module, name: str) -> nn.Module | None:
+    """The submodule at dotted `name`, or None where it is missing or an Identity placeholder."""
+    try:
+        m = model.get_submodule(name)
+    except AttributeError:
+        return None
+    return None if isinstance(m, nn.Identity) else m
+
+
 def _zero_init(stages: list[nn.Sequential]) -> bool:
     """Whether every block's last norm weight is zero: the reference's zero_init_residual (timm's zero_init_last)."""
     lasts = []
@@ -147,7 +231,7 @@ def _signature(m: nn.Module) -> tuple[object, ...] | None:
     """What a module computes, for the modules that carry weights or change the resolution."""
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         return ("conv", m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
-                m.bias is not None)
+                m.bias is not None, getattr(m, "eps", None))
     if isinstance(m, nn.Linear):
         return ("linear", m.in_features, m.out_features, m.bias is not None)
     if is_norm(m):

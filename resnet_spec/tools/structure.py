@@ -175,9 +175,11 @@ class Reader:
                 return {"type": "se"}
             return {"type": "se", "ratio": rd / ch, "divisor": 1}
         if isinstance(conv, nn.Conv1d):
-            gamma, beta = default["gamma"], default["beta"]
-            if conv.kernel_size[0] != eca_kernel_size(channels, gamma, beta):
-                raise self.unfit(f"{name}.conv", f"ECA kernel size is not the one gamma={gamma}, beta={beta} give")
+            k = conv.kernel_size[0]
+            if conv.padding[0] != (k - 1) // 2 or k % 2 == 0:
+                raise self.unfit(f"{name}.conv", "an ECA conv has an odd kernel and pads (kernel - 1) / 2")
+            if k != eca_kernel_size(channels, default["gamma"], default["beta"]):
+                return {"type": "eca", "kernel_size": k}  # timm's pruned nets keep their unpruned widths' kernel
             return {"type": "eca"}
         raise self.unfit(name, "the spec's attention is squeeze-excitation (se) or ECA (eca)")
 
@@ -189,9 +191,23 @@ def _read_basic(r: Reader, name: str, b: nn.Module, conv: dict[str, nn.Conv2d], 
                 aa_stride: int | None) -> Geometry:
     """A basic block's fields into `f`, and its geometry."""
     conv1, conv2 = conv["conv1"], conv["conv2"]
-    planes = conv1.out_channels
-    f["expansion"] = None if conv2.out_channels == planes else conv2.out_channels // planes
+    expansion = getattr(type(b), "expansion", 1)
+    planes, first = conv2.out_channels // expansion, conv1.out_channels
+    if planes * expansion != conv2.out_channels:
+        planes, expansion = conv2.out_channels, 1
+    f["expansion"] = None if expansion == 1 else expansion
+    f.update(_first_width_fields(planes, first, [first]))
     return planes, aa_stride or conv1.stride[0], conv1.dilation[0], conv2.dilation[0]
+
+
+def _first_width_fields(width: int, first: int, widths: list[int]) -> dict:
+    """The first conv's width: the inner width itself, timm's reduce_first where it divides it exactly, else
+    explicit widths. Every block shows both fields, so a block's own value never falls back to its stage's."""
+    if first == width:
+        return {"reduce_first": 1, "widths": None}
+    if first < width and width // (width // first) == first:
+        return {"reduce_first": width // first, "widths": None}
+    return {"reduce_first": 1, "widths": widths}
 
 
 def _read_bottleneck(r: Reader, name: str, b: nn.Module, conv: dict[str, nn.Conv2d], f: dict,
@@ -199,12 +215,16 @@ def _read_bottleneck(r: Reader, name: str, b: nn.Module, conv: dict[str, nn.Conv
     """A bottleneck's fields into `f`, and its geometry; its dilation shows only in the next block (None)."""
     conv1, conv2, conv3 = conv["conv1"], conv["conv2"], conv["conv3"]
     expansion = getattr(type(b), "expansion", 4)
-    planes, width, groups = conv3.out_channels // expansion, conv2.out_channels, conv2.groups
+    planes, width, groups, first = conv3.out_channels // expansion, conv2.out_channels, conv2.groups, conv1.out_channels
+    if planes * expansion != conv3.out_channels:  # a pruned output width: the stage's channels are it
+        planes, expansion = conv3.out_channels, 1
     wpg = (width // groups) * 64 // planes if planes else 0
-    if planes * expansion != conv3.out_channels or wpg < 1 or int(planes * wpg / 64) * groups != width:
-        raise r.unfit(f"{name}.conv2", f"inner width {width} is not int(channels * w / 64) * groups "
-                                       f"for channels {conv3.out_channels} / {expansion}")
-    f.update(expansion=None if expansion == 4 else expansion, groups=groups, width_per_group=wpg)
+    f.update(expansion=None if expansion == 4 else expansion, groups=groups)
+    if wpg >= 1 and int(planes * wpg / 64) * groups == width:
+        f["width_per_group"] = wpg
+        f.update(_first_width_fields(width, first, [first, width]))
+    else:  # widths no formula gives (timm's pruned networks): written out
+        f.update(reduce_first=1, widths=[first, width])
     if conv1.stride[0] > 1:
         stride, f["stride_on"] = conv1.stride[0], "1x1"
     elif aa_stride:
@@ -219,3 +239,95 @@ def _read_bottleneck(r: Reader, name: str, b: nn.Module, conv: dict[str, nn.Conv
 # One reader per block type, keyed as model.blocks.BLOCKS.
 BLOCK_READERS: dict[str, Callable[[Reader, str, nn.Module, dict[str, nn.Conv2d], dict, int | None], Geometry]] = {
     "basic": _read_basic, "bottleneck": _read_bottleneck}
+
+
+# timm's norm layers of a pre-activation net (ResNetV2), by class name, read back to the spec's norm type.
+_PREACT_NORMS = {"BatchNormAct2d": "batchnorm", "GroupNormAct": "groupnorm", "FilterResponseNormTlu2d": "frn",
+                 "EvoNorm2dS0": "evonorm_s0"}
+_PREACT_STEM_NAMES = {"conv", "conv1", "conv2", "conv3", "norm1", "norm2", "pad", "pool"}
+_PREACT_BLOCK_NAMES = {"downsample", "norm1", "conv1", "norm2", "conv2", "norm3", "conv3", "drop_path"}
+
+
+def preact_norm_fields(m: nn.Module) -> dict | None:
+    """The spec's norm fields for one of timm's (or our) pre-activation norm layers; None for anything else."""
+    kind = _PREACT_NORMS.get(type(m).__name__)
+    if kind == "batchnorm":
+        return {"type": kind, "eps": m.eps, "momentum": m.momentum}
+    if kind == "groupnorm":
+        return {"type": kind, "eps": m.eps, "groups": m.num_groups}
+    if kind == "frn":
+        return {"type": kind, "eps": m.eps}
+    if kind == "evonorm_s0":
+        return {"type": kind, "eps": m.eps, "groups": m.groups}
+    return None
+
+
+def conv_fields(m: nn.Conv2d) -> dict:
+    """The spec's conv fields: plain, or weight-standardised (a StdConv2d) with its eps."""
+    if type(m).__name__ == "StdConv2d":
+        return {"type": "std", "eps": m.eps}
+    return {"type": "plain"}
+
+
+class PreactReader(Reader):
+    """Reads a pre-activation ResNet (timm's ResNetV2 names: stem, stages.N.blocks.M, norm, head)."""
+
+    def stem(self) -> tuple[dict, int, str]:
+        stem = self.model.get_submodule("stem")
+        for child, _ in stem.named_children():
+            if child not in _PREACT_STEM_NAMES:
+                raise self.unfit(f"stem.{child}", "a pre-activation stem has conv (or conv1..3 with norm1, norm2), "
+                                                  "pad and pool")
+        convs = [m for n, m in stem.named_children() if n.startswith("conv")]
+        if not convs or not all(isinstance(c, nn.Conv2d) for c in convs):
+            raise self.unfit("stem", "the stem must be one conv or three 3x3 convs")
+        first = convs[0]
+        seen = StemConvs(tuple(c.out_channels for c in convs), first.kernel_size[0], first.stride[0])
+        match = next(((t, w) for t in STEMS for w in seen.widths if stem_convs(t, w) == seen), None)
+        if match is None:
+            raise self.unfit("stem", f"stem convs of widths {', '.join(map(str, seen.widths))} make none of the "
+                                     f"spec's stem types ({', '.join(STEMS)})")
+        pad, pool = part(stem, "pad"), part(stem, "pool")
+        if pool is None and pad is None:
+            kind = "none"
+        elif isinstance(pool, nn.MaxPool2d) and (_pair(pool.kernel_size), _pair(pool.stride)) == ((3, 3), (2, 2)):
+            fixed = isinstance(pad, nn.ConstantPad2d) and pad.padding == (1, 1, 1, 1) and pad.value == 0.0
+            if fixed and _pair(pool.padding) == (0, 0):
+                kind = "max_fixed"
+            elif pad is None and _pair(pool.padding) == (1, 1):
+                kind = "max"
+            else:
+                raise self.unfit("stem.pool", "the stem pool is a padded 3x3 max pool, or a zero pad and an "
+                                              "unpadded one (BiT)")
+        else:
+            raise self.unfit("stem.pool", "the stem pool of a pre-activation net is a 3x3 stride-2 max pool")
+        return {"type": match[0], "width": match[1], "pool": kind}, first.in_channels, "none"
+
+    def block(self, name: str) -> tuple[dict, dict]:
+        b = self.model.get_submodule(name)
+        for child, _ in b.named_children():
+            if child not in _PREACT_BLOCK_NAMES:
+                raise self.unfit(f"{name}.{child}", "a pre-activation block has no such part in the spec language")
+        conv = {c: m for c, m in b.named_children() if c.startswith("conv")}
+        kind = next((k for k, cls in BLOCKS.items() if set(cls.convs) == set(conv)), None)
+        if kind is None or not all(isinstance(m, nn.Conv2d) for m in conv.values()):
+            raise self.unfit(name, "a pre-activation block's convs are conv1, conv2 (basic) or conv1..3 (bottleneck)")
+        f: dict = {"bias": conv["conv1"].bias is not None, "type": kind}
+        planes, stride, first_dilation, dilation = BLOCK_READERS[kind](self, name, b, conv, f, None)
+        f.update(self.shortcut(f"{name}.downsample"))
+        f["attention"] = {"type": "none"}
+        drop = part(b, "drop_path")
+        geometry = {"channels": planes, "stride": stride, "first_dilation": first_dilation, "dilation": dilation,
+                    "aa": "none", "drop_path": float(getattr(drop, "drop_prob", getattr(drop, "p", 0.0)) or 0.0)}
+        return f, geometry
+
+    def shortcut(self, name: str) -> dict:
+        parent, _, attr = name.rpartition(".")
+        d = part(self.model.get_submodule(parent), attr)
+        if d is None:
+            return {}
+        kind = {"DownsampleConv": "conv", "DownsampleAvg": "avg_conv"}.get(type(d).__name__)
+        if kind is None or not isinstance(getattr(d, "conv", None), nn.Conv2d) or part(d, "norm") is not None:
+            raise self.unfit(name, "a pre-activation projection is a 1x1 conv, or an average pool and a 1x1 conv, "
+                                   "with no norm")
+        return {"shortcut": kind}

@@ -67,6 +67,10 @@ class OutputError(ResNetSpecError):
     """An output path that cannot be written, or a write that failed and was rolled back."""
 
 
+class PeerError(ResNetSpecError):
+    """A distributed run that lost a peer: another rank died, so this one's collective call failed."""
+
+
 def format_path(parts: tuple[str | int, ...]) -> str:
     """JSON path of a location: ('stages', 1, 'blocks') -> $.stages[1].blocks."""
     out = "$"

@@ -8,6 +8,13 @@ import pytest
 from helpers import TINY
 
 
+@pytest.fixture(autouse=True)
+def _slow_only_when_asked(request):
+    """Nothing deselects the slow marker by default, so a slow test runs only when -m names it."""
+    if request.node.get_closest_marker("slow") and "slow" not in (request.config.option.markexpr or ""):
+        pytest.skip("slow: run with -m slow")
+
+
 @pytest.fixture
 def cli(capsys):
     """Run resnet-spec in-process: cli(["build", ...]) -> (exit code, stdout, stderr)."""

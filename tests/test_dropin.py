@@ -58,17 +58,6 @@ DEFAULT = {"resnet18", "resnet20", "resnet26d", *FORMS}
 COMPILE_RTOL = 1e-4
 
 
-def _slow_run(config: pytest.Config) -> bool:
-    return "slow" in (config.option.markexpr or "")
-
-
-@pytest.fixture(autouse=True)
-def _slow_only_when_asked(request):
-    """Nothing deselects the slow marker by default, so a slow case here runs only when -m names it."""
-    if request.node.get_closest_marker("slow") and not _slow_run(request.config):
-        pytest.skip("slow: run with -m slow")
-
-
 @pytest.fixture(scope="module", params=[pytest.param(c, marks=[] if c in DEFAULT else [pytest.mark.slow], id=c)
                                         for c in CASES])
 def built(request, tmp_path_factory) -> tuple[str, nn.Module, torch.Tensor]:

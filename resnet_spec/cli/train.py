@@ -114,12 +114,15 @@ def run(args: Namespace) -> int:
         from ..train.loop import TrainConfig
         spec = load_spec(args.spec)
         out = args.out or str(Path("runs") / spec.name)
-        if (Path(out) / "last.pt").exists():
-            raise InputError(f"{out} already holds a run (last.pt); continue it with --resume {out}"
-                             " or pick another --out")
         cfg = TrainConfig(spec=str(args.spec), data=str(args.data), out=out,
                           **{k: v for k, v in given.items() if k != "data"})
         resume = None
+        if (Path(out) / "last.pt").exists():
+            from ..train.distributed import restart_count
+            if not restart_count():
+                raise InputError(f"{out} already holds a run (last.pt); continue it with --resume {out}"
+                                 " or pick another --out")
+            cfg, spec, resume = _after_restart(cfg)
     _check_before_work(cfg, spec)
     from ..train.loop import train
     summary = train(cfg, spec, resume)
@@ -131,9 +134,6 @@ def run(args: Namespace) -> int:
 def _resume(args: Namespace, given: dict[str, Any]) -> tuple[TrainConfig, ResNetSpec, dict[str, Any]]:
     """The config, spec and state saved in RUN_DIR/last.pt, with the few options a resume may change."""
     from dataclasses import replace
-
-    from ..model.checkpoint import load_file, spec_from_checkpoint
-    from ..train.loop import TrainConfig
     if args.spec:
         raise InputError("--resume takes the spec from RUN_DIR/last.pt; drop the SPEC argument")
     changed = sorted(k for k in given if k not in RESUMABLE)
@@ -142,9 +142,41 @@ def _resume(args: Namespace, given: dict[str, Any]) -> tuple[TrainConfig, ResNet
         raise InputError(f"cannot change {flags} when resuming (only --epochs, --workers, --device, --data)")
     if args.out and Path(args.out) != Path(args.resume):
         raise InputError("--resume writes into its own RUN_DIR; drop --out")
-    path = Path(args.resume) / "last.pt"
     if not Path(args.resume).is_dir():
         raise InputError(f"{args.resume}: no such run folder")
+    cfg, spec, obj = _saved_run(Path(args.resume))
+    cfg = replace(cfg, out=str(args.resume), **{k: v for k, v in given.items()})
+    return cfg, spec, obj
+
+
+def _after_restart(cfg: TrainConfig) -> tuple[TrainConfig, ResNetSpec, dict[str, Any]]:
+    """Under a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0), the run this command line began, from its last.pt.
+
+    The elastic agent reruns the command as it was given, so every setting must match the saved run's; the
+    resolved --cache is the saved one. A run folder holding another run is refused as without a restart.
+    """
+    from dataclasses import asdict, replace
+
+    from ..train.distributed import from_env, restart_count
+    saved, spec, obj = _saved_run(Path(cfg.out))
+    ours, theirs = asdict(cfg), asdict(saved)
+    differ = [k for k in ours if k not in (*RESUMABLE, "out") and ours[k] != theirs[k]
+              and not (k == "cache" and ours[k] == "auto")]
+    if differ:
+        flags = ", ".join("--" + k.replace("_", "-") for k in differ)
+        raise InputError(f"{cfg.out} already holds another run (last.pt differs in {flags}); torchrun restarted"
+                         " this command but it cannot continue that run: pick another --out")
+    if from_env().main:
+        print(f"torchrun restart {restart_count()}: continuing the run in {cfg.out} from last.pt"
+              f" (epoch {int(obj['epoch'])})", flush=True)
+    return replace(saved, out=cfg.out, **{k: ours[k] for k in RESUMABLE}), spec, obj
+
+
+def _saved_run(run_dir: Path) -> tuple[TrainConfig, ResNetSpec, dict[str, Any]]:
+    """The settings, spec and state saved in RUN_DIR/last.pt."""
+    from ..model.checkpoint import load_file, spec_from_checkpoint
+    from ..train.loop import TrainConfig
+    path = run_dir / "last.pt"
     obj = load_file(path)
     if not isinstance(obj.get("train_config"), dict) or "optimizer" not in obj:
         raise InputError(f"{path}: not a training checkpoint (no optimizer state);"
@@ -156,5 +188,4 @@ def _resume(args: Namespace, given: dict[str, Any]) -> tuple[TrainConfig, ResNet
         lookup(OPTIMIZERS, "optimizer", cfg.optimizer)
     except (TypeError, ValueError) as e:
         raise InputError(f"{path}: unreadable training settings ({e})") from None
-    cfg = replace(cfg, out=str(args.resume), **{k: v for k, v in given.items()})
     return cfg, spec, obj

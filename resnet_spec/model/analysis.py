@@ -8,7 +8,7 @@ torchvision's published GFLOPS), counted by torch.utils.flop_counter.FlopCounter
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ def _blocks(model: nn.Module, stage: str) -> list[str]:
 
 def _groups(model: nn.Module, verbose: bool) -> dict[str, list[str]]:
     """Row name -> the module names it covers: what comes before the stages is the stem, after them the head."""
-    stages: list[str] = list(model.stage_names)
+    stages = cast(list[str], model.stage_names)
     groups: dict[str, list[str]] = {}
     part = "stem"
     for name, _ in model.named_children():

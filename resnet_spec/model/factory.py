@@ -77,7 +77,8 @@ def build_model(spec_or_path: ResNetSpec | str | Path, num_classes: int | None =
             check_limits(spec, limits)
         if weights is not None:
             state = _state_dict(weights)
-            if num_classes is not None and _classes(state) not in (None, num_classes):
+            from .weights import classifier_rows
+            if num_classes is not None and classifier_rows(state) not in (None, num_classes):
                 return _with_new_head(spec, weights, optimize, compile, precision, engine, calibration)
             model.load_state_dict(state, strict=True, assign=True)
             materialize_buffers(model)
@@ -98,15 +99,6 @@ def _state_dict(weights: Mapping[str, Any] | str | Path) -> Mapping[str, torch.T
     for note in read.notes:
         _log.info("weights: %s", note)
     return read.state_dict
-
-
-def _classes(state: Mapping[str, torch.Tensor]) -> int | None:
-    """The classifier's class count in a state_dict: fc (a Linear) or, in a pre-activation net, head.fc (a 1x1 conv)."""
-    w = state.get("fc.weight")
-    if w is None:
-        w = state.get("head.fc.weight")
-        return int(w.shape[0]) if w is not None and w.ndim == 4 else None
-    return int(w.shape[0]) if w.ndim == 2 else None
 
 
 def _with_new_head(spec: ResNetSpec, weights: Mapping[str, Any] | str | Path, optimize: str | None, compile: bool,

@@ -1,8 +1,9 @@
 """The small modules residual networks are made of, and one name -> factory table per kind.
 
 Kinds: norm (NORMS, and NORM_ACTS for a norm fused with its activation), conv (CONVS), activation
-(ACTIVATIONS), anti-aliasing (ANTI_ALIASES), attention (ATTENTIONS) and shortcut (SHORTCUTS). Each table's keys are the schema's enum for that field; an unknown name is a
-ValueError from registry.lookup, never a fallback. Module names follow torchvision, then timm.
+(ACTIVATIONS), anti-aliasing (ANTI_ALIASES), attention (ATTENTIONS) and shortcut (SHORTCUTS). Each table's
+keys are the schema's enum for that field; an unknown name is a ValueError from registry.lookup, never a
+fallback. Module names follow torchvision, then timm.
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ..errors import InputError
+from .layers import BatchNormAct2d
 
 PRECISIONS = ("fp32", "bf16", "int8")
 # The /proc/cpuinfo flags that make a precision fast on a CPU, and the names a user knows them by.
@@ -95,7 +96,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     Found on the traced graph, not by attribute names, so a pair is folded only where the data flow
     really is conv -> bn (an anti-alias pool or an attention module in between rules it out).
     """
-    graph = fx.symbolic_trace(model).graph
+    graph = _NormActLeaves().trace(model)
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:
@@ -103,7 +104,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
             calls[str(node.target)] = calls.get(str(node.target), 0) + 1
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or type(modules[node.target]) is not nn.BatchNorm2d:
+        if node.op != "call_module" or type(modules[node.target]) not in (nn.BatchNorm2d, BatchNormAct2d):
             continue
         src = node.args[0]
         if not (isinstance(src, fx.Node) and src.op == "call_module" and type(modules[src.target]) is nn.Conv2d):
@@ -113,6 +114,13 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
         if len(src.users) == 1 and calls[conv] == 1 and calls[bn] == 1:
             pairs.append((conv, bn))
     return pairs
+
+
+class _NormActLeaves(fx.Tracer):
+    """Traces a pre-activation net's BatchNormAct2d as one call, so that it folds like a BatchNorm2d."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, BatchNormAct2d) or super().is_leaf_module(m, module_qualified_name)
 
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -136,14 +144,16 @@ def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 def fold_batchnorms(model: nn.Module) -> list[tuple[str, str]]:
     """Fold every BatchNorm2d that directly follows a Conv2d into it, in place; return the pairs folded.
 
-    The BatchNorm becomes nn.Identity, so module names and the model's class are kept. Only valid
+    The BatchNorm becomes nn.Identity (a BatchNormAct2d its activation), so module names and the model's class are
+    kept. Only valid
     for inference: the folded conv applies the running statistics, as BatchNorm does in eval mode.
     """
     pairs = conv_bn_pairs(model)
     modules = dict(model.named_modules())
     for conv_name, bn_name in pairs:
         model.set_submodule(conv_name, _folded_conv(modules[conv_name], modules[bn_name]))
-        model.set_submodule(bn_name, nn.Identity())
+        bn = modules[bn_name]
+        model.set_submodule(bn_name, bn.act if isinstance(bn, BatchNormAct2d) else nn.Identity())
     return pairs
 
 

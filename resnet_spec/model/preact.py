@@ -9,7 +9,7 @@ conv (timm's ClassifierHead with use_conv=True).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -256,7 +256,7 @@ class ResNetV2(nn.Module):
         for m in self.modules():
             if m is fc and isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, mean=0.0, std=0.01)
-                nn.init.zeros_(m.bias)
+                nn.init.zeros_(cast(torch.Tensor, m.bias))
             elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:

@@ -23,7 +23,7 @@ from .checkpoint import _load_safetensors, _name, _regular_file, _some, load_fil
 WRAPPERS = ("model", "state_dict", "model_state_dict")  # torchvision's reference scripts, Lightning, and others
 PREFIXES = ("module.", "_orig_mod.")                      # DistributedDataParallel, torch.compile
 RUN_FILES = ("best.pt", "last.pt")                        # a train run's folder: the best weights first
-CLASSIFIER = "fc."                                        # the head's keys in every spec-built model
+CLASSIFIERS = ("fc.", "head.fc.")                         # the head's keys: fc, or head.fc in a pre-activation net
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,16 @@ class Weights:
     @property
     def num_classes(self) -> int | None:
         """Rows of the classifier in the weights, if they have one."""
-        w = self.state_dict.get(CLASSIFIER + "weight")
-        return int(w.shape[0]) if w is not None and w.ndim == 2 else None
+        return classifier_rows(self.state_dict)
+
+
+def classifier_rows(state: Mapping[str, torch.Tensor]) -> int | None:
+    """The class count of a state_dict's classifier: fc (a Linear) or head.fc (a pre-activation net's 1x1 conv)."""
+    for key, ndim in (("fc.weight", 2), ("head.fc.weight", 4)):
+        w = state.get(key)
+        if w is not None:
+            return int(w.shape[0]) if w.ndim == ndim else None
+    return None
 
 
 def read_weights(source: Mapping[str, Any] | str | Path) -> Weights:
@@ -156,13 +164,13 @@ def fit_weights(model: nn.Module, weights: Weights, *, reinit_head: bool = False
     missing = [k for k in want if k not in got]
     extra = [k for k in got if k not in want]
     shapes = [k for k in want if k in got and got[k].shape != want[k].shape]
-    head_only = all(k.startswith(CLASSIFIER) for k in missing + extra + shapes)
+    head_only = all(k.startswith(CLASSIFIERS) for k in missing + extra + shapes)
     notes = list(weights.notes)
     if (missing or extra or shapes) and head_only and reinit_head:
-        kept = {k: v for k, v in got.items() if not k.startswith(CLASSIFIER)}
+        kept = {k: v for k, v in got.items() if not k.startswith(CLASSIFIERS)}
         model.load_state_dict(kept, strict=False)
         was = weights.num_classes
-        now = want[CLASSIFIER + "weight"].shape[0] if CLASSIFIER + "weight" in want else 0
+        now = classifier_rows(want) or 0
         notes.append(f"the classifier was re-initialised: {was} classes in the weights, {now} in the model")
         return notes
     if missing or extra or shapes:

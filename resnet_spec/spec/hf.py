@@ -98,6 +98,8 @@ def hf_config_from_spec(data: Mapping[str, Any], stages: list[tuple[int, int, in
                         classes: list[str]) -> dict[str, Any]:
     """A transformers ResNetConfig dict for a spec: `stages` holds (out channels, blocks, stride) per stage."""
     block = data.get("block") or {}
+    if data.get("preact"):
+        raise InputError("a pre-activation ResNet (preact: true) has no transformers ResNet layout")
     if data.get("activation", "relu") != "relu" or block.get("attention") or data.get("anti_alias", "none") != "none":
         raise InputError("only plain ReLU ResNets without attention or anti-aliasing have a transformers layout")
     return {

@@ -124,7 +124,8 @@ def _widths_count(net: Net, b: Block) -> Iterator[Problem]:
     widths, n = b.fields.widths, BLOCK_KINDS[b.fields.type].convs - 1
     if widths is not None and len(widths) != n:
         names = "[conv1]" if n == 1 else "[conv1, conv2]"
-        yield b.where("widths"), f"a {b.fields.type} block takes {n} width{'s' if n > 1 else ''} {names}, got {len(widths)}"
+        plural = "s" if n > 1 else ""
+        yield b.where("widths"), f"a {b.fields.type} block takes {n} width{plural} {names}, got {len(widths)}"
 
 
 def _first_width(net: Net, b: Block) -> Iterator[Problem]:
@@ -151,8 +152,8 @@ def _eca_kernel_odd(net: Net, b: Block) -> Iterator[Problem]:
 
 # What a pre-activation network (timm's ResNetV2) has no place for: block field -> (its value there, why).
 _PREACT_BLOCK: dict[str, tuple[object, str]] = {
-    "shortcut": ("option_a", "the projection of a pre-activation block is a conv (conv or avg_conv)"),
-    "shortcut_kernel_size": (3, "the projection of a pre-activation block is a 1x1 conv"),
+    "shortcut": ("option_a", "a pre-activation block projects with a conv: conv or avg_conv"),
+    "shortcut_kernel_size": (3, "a pre-activation block projects with a 1x1 conv"),
     "bias": (True, "pre-activation blocks have no conv bias"),
     "act_before_add": (True, "a pre-activation block applies nothing between its last conv and the addition"),
 }
@@ -164,9 +165,9 @@ def _preact_block(net: Net, b: Block) -> Iterator[Problem]:
         return
     for name, (value, why) in _PREACT_BLOCK.items():
         if getattr(b.fields, name) == value:
-            yield b.where(name), f"{name}: {value!r} does not apply with preact: true ({why})"
+            yield b.where(name), f"{name}: {value!r} does not apply with preact: true; {why}"
     if b.fields.attention.type != "none":
-        yield b.where("attention"), "attention does not apply with preact: true (timm's ResNetV2 has none)"
+        yield b.where("attention"), "attention does not apply with preact: true; timm's ResNetV2 has none"
 
 
 def _preact_only(net: Net) -> Iterator[Problem]:
@@ -187,11 +188,11 @@ def _preact_only(net: Net) -> Iterator[Problem]:
     if spec.stem.norm:
         yield ("stem", "norm"), "a pre-activation stem has no norm after its conv: the first block's norm is it"
     if spec.stem.pool == "conv":
-        yield ("stem", "pool"), "stem pool conv does not apply with preact: true (max, max_fixed or none)"
+        yield ("stem", "pool"), "stem pool conv does not apply with preact: true; use max, max_fixed or none"
     if spec.stem.bias:
         yield ("stem", "bias"), "a pre-activation stem's convs have no bias"
     if spec.anti_alias != "none":
-        yield ("anti_alias",), "anti_alias does not apply with preact: true (timm's ResNetV2 has none)"
+        yield ("anti_alias",), "anti_alias does not apply with preact: true; timm's ResNetV2 has none"
 
 
 def _option_a_adds_channels(net: Net, b: Block) -> Iterator[Problem]:
@@ -208,6 +209,16 @@ def _stem_convs_have_channels(net: Net) -> Iterator[Problem]:
     if min(stem.convs.widths) < 1:
         yield ("stem", "width"), (f"a deep_tiered stem needs a width of at least 4 (its first conv has "
                                   f"3 * (width // 4) channels), got {stem.width}")
+
+
+def _transform_channels(net: Net) -> Iterator[Problem]:
+    """An explicit input mean or std gives one value per input channel."""
+    spec, inp = net.spec, net.spec.data.get("input") or {}
+    for name in ("mean", "std"):
+        values = inp.get(name)
+        if values is not None and len(values) != spec.in_channels:
+            yield ("input", name), (f"{len(values)} value{'s' if len(values) > 1 else ''} for "
+                                    f"{spec.in_channels} input channel{'s' if spec.in_channels > 1 else ''}")
 
 
 def _feature_indexes(net: Net) -> Iterator[Problem]:
@@ -282,6 +293,7 @@ RULES: tuple[Rule, ...] = (
                 _dilation_or_output_stride),
     _stem_convs_have_channels,
     _preact_only,
+    _transform_channels,
     _feature_indexes,
     _output_stride_after_stem,
     _each_stage(_each_block(_option_a_adds_channels)),

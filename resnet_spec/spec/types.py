@@ -17,7 +17,8 @@ Shortcut: TypeAlias = Literal["conv", "avg_conv", "option_a"]
 ShortcutKernelSize: TypeAlias = Literal[1, 3]
 AttentionType: TypeAlias = Literal["none", "se", "eca"]
 StemType: TypeAlias = Literal["conv7x7", "deep", "deep_tiered", "cifar"]
-StemPool: TypeAlias = Literal["max", "max_fixed", "conv", "none"]  # the schema's null is resolved to "max" or "none" by stem type
+# The schema's null is resolved to "max" or "none" by stem type.
+StemPool: TypeAlias = Literal["max", "max_fixed", "conv", "none"]
 NormType: TypeAlias = Literal["batchnorm", "groupnorm", "frn", "evonorm_s0"]
 ConvType: TypeAlias = Literal["plain", "std"]
 Activation: TypeAlias = Literal["relu", "silu", "gelu", "leaky_relu", "none"]

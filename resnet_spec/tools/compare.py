@@ -122,7 +122,8 @@ def randomise_norms_(model: nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if not isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and type(m).__name__ not in _OWN_PARAM_NORMS:
+            torch_norm = isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm))
+            if not torch_norm and type(m).__name__ not in _OWN_PARAM_NORMS:
                 continue
             weight, bias = m.weight, m.bias
             if isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor):

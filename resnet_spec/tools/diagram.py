@@ -36,8 +36,16 @@ def _stem_lines(spec: ResNetSpec) -> list[str]:
         convs = f"{c.kernel}x{c.kernel} conv stride {c.stride}"
     else:
         convs = f"{_STEM_LABELS.get(st.type, st.type)}: {c.kernel}x{c.kernel} convs {', '.join(map(str, c.widths))}"
-    pool = {"max": "3x3 max pool stride 2", "conv": "3x3 conv stride 2 as pool", "none": "no pool"}[st.pool]
+    pool = {"max": "3x3 max pool stride 2", "max_fixed": "zero pad 1, 3x3 max pool stride 2",
+            "conv": "3x3 conv stride 2 as pool", "none": "no pool"}[st.pool]
+    if spec.preact:  # no norm or activation after the last conv: the first block's norm is the pre-activation
+        return [f"stem: {convs}", pool]
     return [f"stem: {convs}", f"{'norm, ' if st.norm else ''}{spec.activation}, {pool}"]
+
+
+def stage_name(spec: ResNetSpec, index: int) -> str:
+    """The module name of stage `index` (from 0): layerN, or stages.N-1 in a pre-activation net (timm's)."""
+    return f"stages.{index}" if spec.preact else f"layer{index + 1}"
 
 
 def _stage_lines(spec: ResNetSpec, index: int) -> tuple[str, list[str]]:
@@ -45,7 +53,7 @@ def _stage_lines(spec: ResNetSpec, index: int) -> tuple[str, list[str]]:
     stage = spec.stages[index]
     block = stage.block
     first = sp.blocks[0]
-    lines = [f"layer{sp.index}: {stage.blocks} x {block.type}",
+    lines = [f"{stage_name(spec, index)}: {stage.blocks} x {'pre-activation ' if spec.preact else ''}{block.type}",
              f"channels {stage.channels}, out {sp.out_channels}, stride {first.stride}"
              + (f", dilation {sp.dilation}" if sp.dilation > 1 else "")]
     extra = []
@@ -71,6 +79,9 @@ def _head_lines(spec: ResNetSpec, in_features: int) -> list[str]:
     if spec.head is None:
         return ["no head: the last feature map is the output"]
     drop = f", dropout {spec.head.dropout:g}" if spec.head.dropout else ""
+    if spec.preact:  # the final pre-activation, then timm's ClassifierHead with a 1x1 conv
+        return [f"head: norm, {spec.activation}, global average pool{drop}",
+                f"1x1 conv {in_features} -> {spec.head.num_classes}"]
     return [f"head: global average pool{drop}", f"linear {in_features} -> {spec.head.num_classes}"]
 
 
@@ -87,10 +98,11 @@ def render_svg(spec: ResNetSpec, rows: list[Row], input_size: int) -> str:
         ("input", "input", [f"input: {spec.in_channels} channels, {input_size}x{input_size}"], None),
         ("stem", "stem", _stem_lines(spec), by_name.get("stem"))]
     for i in range(len(spec.stages)):
-        if f"layer{i + 1}" not in by_name:
+        name = stage_name(spec, i)
+        if name not in by_name:
             continue  # not built: a stage after the last feature map a features spec returns
         kind, lines = _stage_lines(spec, i)
-        boxes.append((f"layer{i + 1}", kind, lines, by_name.get(f"layer{i + 1}")))
+        boxes.append((name, kind, lines, by_name.get(name)))
     boxes.append(("head", "head", _head_lines(spec, plan(spec)[-1].out_channels), by_name.get("head")))
 
     parts: list[str] = []

@@ -44,12 +44,14 @@ def effective(spec: ResNetSpec) -> dict[str, Any]:
     return {
         "name": spec.name, "description": spec.description,
         "input": {"channels": spec.in_channels, "size": spec.input_size},
+        "preact": spec.preact,
         "stem": dataclasses.asdict(spec.stem),
         # The top-level block typed as the builder sees it (expansion null resolved by block type).
         "block": dataclasses.asdict(resolve_block(merge_block(defaults("block"), block))),
         "stages": stages,
         "head": dataclasses.asdict(spec.head) if spec.head else None,
         "norm": dataclasses.asdict(spec.norm),
+        "conv": dataclasses.asdict(spec.conv),
         "activation": spec.activation, "anti_alias": spec.anti_alias,
         "zero_init_residual": spec.zero_init_residual, "drop_path_rate": spec.drop_path_rate,
         "output_stride": spec.output_stride, "features": list(spec.features) if spec.features else None,

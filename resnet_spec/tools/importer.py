@@ -17,8 +17,17 @@ from torch.nn.modules.utils import _pair
 from ..spec.types import ResNetSpec
 from ..spec.yamlwrite import to_yaml
 from .compare import Reference, key_diff
-from .structure import (STEM_NAMES, PreactReader, Reader, Unfit, conv_fields, is_norm, norm_fields,
-                        preact_norm_fields, unfit)
+from .structure import (
+    STEM_NAMES,
+    PreactReader,
+    Reader,
+    Unfit,
+    conv_fields,
+    is_norm,
+    norm_fields,
+    preact_norm_fields,
+    unfit,
+)
 
 
 def _mode(values: list[Any]) -> Any:
@@ -143,11 +152,11 @@ def _preact_data(ref: Reference, model: nn.Module) -> dict[str, Any]:
         if child not in ("stem", "stages", "norm", "head"):
             raise r.unfit(child, "a pre-activation ResNet has a stem, stages, a final norm and a head")
     stem, in_channels, _ = r.stem()
-    stage_names = [f"stages.{n}" for n, _ in model.stages.named_children()]
+    stage_names = [f"stages.{n}" for n, _ in model.get_submodule("stages").named_children()]
     if not stage_names:
         raise r.unfit("stages", "a pre-activation ResNet has at least one stage")
     names = [f"{s}.blocks" for s in stage_names]
-    read = [[r.block(f"{s}.{j}") for j, _ in enumerate(model.get_submodule(s))] for s in names]
+    read = [[r.block(f"{s}.{j}") for j, _ in model.get_submodule(s).named_children()] for s in names]
     norms = [(n, f) for n, m in model.named_modules() if (f := preact_norm_fields(m)) is not None]
     if not norms:
         raise r.unfit("norm", "the norms of a pre-activation net are BatchNormAct2d, GroupNormAct, "

@@ -278,8 +278,8 @@ class PreactReader(Reader):
             if child not in _PREACT_STEM_NAMES:
                 raise self.unfit(f"stem.{child}", "a pre-activation stem has conv (or conv1..3 with norm1, norm2), "
                                                   "pad and pool")
-        convs = [m for n, m in stem.named_children() if n.startswith("conv")]
-        if not convs or not all(isinstance(c, nn.Conv2d) for c in convs):
+        convs = [m for n, m in stem.named_children() if n.startswith("conv") and isinstance(m, nn.Conv2d)]
+        if not convs or len(convs) != sum(n.startswith("conv") for n, _ in stem.named_children()):
             raise self.unfit("stem", "the stem must be one conv or three 3x3 convs")
         first = convs[0]
         seen = StemConvs(tuple(c.out_channels for c in convs), first.kernel_size[0], first.stride[0])
@@ -308,9 +308,9 @@ class PreactReader(Reader):
         for child, _ in b.named_children():
             if child not in _PREACT_BLOCK_NAMES:
                 raise self.unfit(f"{name}.{child}", "a pre-activation block has no such part in the spec language")
-        conv = {c: m for c, m in b.named_children() if c.startswith("conv")}
+        conv = {c: m for c, m in b.named_children() if c.startswith("conv") and isinstance(m, nn.Conv2d)}
         kind = next((k for k, cls in BLOCKS.items() if set(cls.convs) == set(conv)), None)
-        if kind is None or not all(isinstance(m, nn.Conv2d) for m in conv.values()):
+        if kind is None or len(conv) != sum(c.startswith("conv") for c, _ in b.named_children()):
             raise self.unfit(name, "a pre-activation block's convs are conv1, conv2 (basic) or conv1..3 (bottleneck)")
         f: dict = {"bias": conv["conv1"].bias is not None, "type": kind}
         planes, stride, first_dilation, dilation = BLOCK_READERS[kind](self, name, b, conv, f, None)

@@ -31,6 +31,14 @@ def from_env() -> Dist:
     return Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def restart_count() -> int:
+    """How many times torchrun's elastic agent has restarted this worker group after a failure (0 otherwise)."""
+    try:
+        return max(int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")), 0)
+    except ValueError:
+        return 0
+
+
 def pick_device(name: str, dist: Dist) -> torch.device:
     """The device to train on: 'auto' is cuda:LOCAL_RANK when CUDA is there, else cpu."""
     if name == "auto":
@@ -42,14 +50,21 @@ def pick_device(name: str, dist: Dist) -> torch.device:
 
 
 def init(dist: Dist, device: torch.device) -> None:
-    """Join the process group: nccl for CUDA, gloo for CPU."""
+    """Join the process group: nccl for CUDA, gloo for CPU.
+
+    The store is torch's env:// one, under a prefix per torchrun attempt: the elastic agent's store outlives a
+    restart, and without the prefix a restarted rank can read a dead rank's address and fail to connect.
+    """
     if not dist.enabled:
         return
     import torch.distributed as td
+    from torch.distributed.rendezvous import rendezvous
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    store, rank, world = next(rendezvous("env://"))
     td.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                          device_id=device if device.type == "cuda" else None)
+                          store=td.PrefixStore(f"resnet_spec/attempt_{restart_count()}", store),
+                          rank=rank, world_size=world, device_id=device if device.type == "cuda" else None)
 
 
 def shutdown(dist: Dist, wait: bool) -> None:
@@ -73,6 +88,14 @@ def all_sum(values: torch.Tensor, dist: Dist) -> torch.Tensor:
         # float64 keeps image counts exact
         td.all_reduce(values, op=td.ReduceOp.SUM)
     return values
+
+
+def lost_peer(e: BaseException) -> bool:
+    """Whether a collective failed because a peer went away (gloo's closed or reset connection, a backend error)."""
+    import torch.distributed as td
+    text = str(e)
+    return isinstance(e, td.DistError) or any(s in text for s in (
+        "Connection closed by peer", "Connection reset by peer", "Broken pipe", "Connection refused"))
 
 
 def all_gather_int(value: int, dist: Dist, device: torch.device) -> list[int]:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, PeerError
 from ..fileio import atomic_write
 from ..registry import lookup
 from ..spec.types import ResNetSpec, with_num_classes
@@ -144,6 +144,7 @@ class Run:
             self.start_epoch, self.best_top1 = int(resume["epoch"]), float(resume["best_top1"])
             self.history = list(resume["history"])
             runstate.set_rng_state(resume["rng"])
+        self.saved_epoch = self.start_epoch  # the epoch last.pt holds
         self.seen_bad: set[str] = set()
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
@@ -264,8 +265,12 @@ class Run:
                                classes=self.classes,
                                config=asdict(self.cfg), optimizer=self.optimizer, scheduler=self.scheduler,
                                scaler=self.scaler, epoch=epoch, best_top1=self.best_top1, history=self.history)
+        last = self.out / "last.pt"
+        kept = (f"the previous checkpoint {last} (epoch {self.saved_epoch}) was kept; make room and continue with"
+                f" `resnet-spec train --resume {self.out}`" if self.saved_epoch else "no epoch has been saved")
         # best.pt first: a kill between the two leaves last.pt one epoch behind, and resuming redoes that epoch.
-        runstate.save([self.out / "best.pt", self.out / "last.pt"] if best else [self.out / "last.pt"], obj)
+        runstate.save([self.out / "best.pt", last] if best else [last], obj, kept)
+        self.saved_epoch = epoch
         metrics.write_csv(self.out / "metrics.csv", self.history)
         metrics.plot_curves(self.out / "curves.png", self.history)
 
@@ -290,6 +295,10 @@ def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict[str, Any] | None = No
     device = distributed.pick_device(cfg.device, dist)
     distributed.init(dist, device)
     try:
+        starts = distributed.all_gather_int(int(resume["epoch"]) if resume is not None else 0, dist, device)
+        if len(set(starts)) > 1:  # each rank read --out/last.pt itself, or found none
+            raise InputError(f"{cfg.out}: the ranks would start from different epochs ({starts}, by rank); on several"
+                             " machines the run folder must be one they all share")
         run = Run(cfg, spec, train_split, val_split, resume, dist)
         if dist.main:
             print(f"training {run.spec.name} on {device}" + (f" x{dist.world} ranks" if dist.enabled else "")
@@ -301,6 +310,15 @@ def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict[str, Any] | None = No
             if cfg.freeze:
                 print(f"frozen: the stem and the first {cfg.freeze} stage(s), BatchNorm statistics included")
         summary = run.fit()
+    except RuntimeError as e:
+        distributed.shutdown(dist, wait=False)
+        if created:
+            _remove_unused_run_folder(Path(cfg.out))
+        if dist.enabled and distributed.lost_peer(e):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PeerError(f"rank {dist.rank}: another rank of the run stopped ({first}); under torchrun with "
+                            "--max-restarts the group restarts and resumes from last.pt") from None
+        raise
     except BaseException:
         distributed.shutdown(dist, wait=False)
         if created:

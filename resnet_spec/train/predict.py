@@ -30,9 +30,12 @@ def load_trained(path: str | Path, device: torch.device, image_size: int | None 
     weights (any source read_weights takes) with `spec`; a mismatch is one InputError saying what differs."""
     from ..model.load import build_with, spec_of
     from ..model.weights import read_weights
+    if spec is not None:
+        check_image_size(spec, image_size)
     weights = read_weights(path)
     if spec is None:
         spec = spec_of(weights, path)
+        check_image_size(spec, image_size)
     if spec.features is not None or spec.head is None:
         raise InputError(f"{path}: its spec '{spec.name}' has no classifier head, so it cannot predict classes")
     classes = list(weights.classes) if weights.classes is not None else None
@@ -50,6 +53,16 @@ def load_trained(path: str | Path, device: torch.device, image_size: int | None 
         raise InputError(f"{path}: weights do not match {which} '{spec.name}' ({detail})", setting=e.setting) from None
     size = image_size or int((weights.config or {}).get("image_size") or spec.input_size)
     return Trained(model.to(device).eval(), tuple(classes), size, spec.name, weights.notes)
+
+
+def check_image_size(spec: ResNetSpec, image_size: int | None) -> None:
+    """InputError (setting image_size) if the spec's feature-map rules fail at `image_size`: before a model is built."""
+    if image_size is None or image_size == spec.input_size:
+        return
+    from ..spec.rules import size_problems
+    problems = size_problems(spec, image_size)
+    if problems:
+        raise InputError(f"image_size {image_size}: {problems[0]}", setting="image_size")
 
 
 @dataclass(frozen=True)

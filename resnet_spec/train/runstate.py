@@ -1,7 +1,9 @@
 """A training run's checkpoint: everything `--resume` needs, as tensors and plain data so weights_only loading works."""
 from __future__ import annotations
 
+import errno
 import io
+import os
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -11,6 +13,7 @@ import torch
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+from ..errors import OutputError
 from ..fileio import atomic_write
 from ..model.checkpoint import FORMAT
 
@@ -76,10 +79,25 @@ def payload(*, model: torch.nn.Module, spec_name: str, spec_data: dict[str, Any]
     }
 
 
-def save(paths: list[Path], obj: dict[str, Any]) -> None:
-    """Serialise once and write each path atomically (temp file, fsync, rename)."""
+def save(paths: list[Path], obj: dict[str, Any], kept: str) -> None:
+    """Serialise once and write each path atomically (temp file, fsync, rename); a failed write is an OutputError
+    naming the path and the cause, a full disk as such, and ending with `kept` (what the run still has)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     data = buf.getvalue()
     for p in paths:
-        atomic_write(p, lambda f: f.write(data))
+        try:
+            atomic_write(p, lambda f: f.write(data))
+        except OutputError as e:
+            raise OutputError(f"{p}: cannot save epoch {obj['epoch']}: {_failure(e, p)}; {kept}") from e
+
+
+def _failure(e: OutputError, path: Path) -> str:
+    cause = e.__cause__
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full ({cause.strerror or os.strerror(cause.errno)})"
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"writing failed ({cause.strerror})"
+    if cause is not None:
+        return f"writing failed ({(str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]})"
+    return str(e).removeprefix(f"{path}: ")  # refused before writing: the folder went away or is read-only

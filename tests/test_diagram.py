@@ -45,7 +45,10 @@ def test_every_shipped_spec_draws_and_names_each_stage(name):
     root = ET.fromstring(render_svg(spec, analyse(spec, size), size))
     boxes = _boxes(root)
     for i, stage in enumerate(spec.stages, 1):
-        assert boxes[f"layer{i}"][0] == f"layer{i}: {stage.blocks} x {stage.block.type}"
+        # The module's name: layerN, or stages.N-1 in a pre-activation net (timm's ResNetV2 names).
+        name, kind = (f"stages.{i - 1}", f"pre-activation {stage.block.type}") if spec.preact else \
+            (f"layer{i}", stage.block.type)
+        assert boxes[name][0] == f"{name}: {stage.blocks} x {kind}"
     assert "stem" in boxes and "head" in boxes
 
 

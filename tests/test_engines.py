@@ -3,6 +3,8 @@ output check that stops a wrong engine, and the bench command. Toy sizes: resnet
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -169,3 +171,14 @@ def test_build_model_and_the_build_command_take_a_precision(weights, cli):
     assert code == 0 and "optimized for inference: eager bf16" in out and "top-1 agreement" in out, err
     code, _, err = cli(["build", "resnet18", "--precision", "int8", "--optimize"])
     assert code == 2 and "--calibration" in err
+
+
+def test_bench_command_line_plots_a_tiny_spec(tiny):
+    """`resnet-spec bench SPEC --plot FILE.png` as a user types it, in a fresh process, on a tiny spec file."""
+    proc = subprocess.run([sys.executable, "-m", "resnet_spec", "bench", "tiny.yaml", "--batch", "1,4",
+                           "--precision", "fp32", "--engine", "eager", "--repeats", "1", "--plot", "latency.png"],
+                          cwd=tiny, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "fastest at batch 4: eager fp32" in proc.stdout and "wrote latency.png" in proc.stdout
+    png = (tiny / "latency.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000

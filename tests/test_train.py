@@ -458,3 +458,31 @@ def test_fine_tune_refuses_bad_settings_before_work(digits, straight, tmp_path, 
                         *FAST])
     assert code == 1 and "no.pt: no such file" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_fine_tuning_finds_a_preact_nets_stem_stages_and_head():
+    """--freeze and --head-lr-scale on a pre-activation net (timm's names: stem, stages.N, head.fc)."""
+    from resnet_spec import build_model
+    from resnet_spec.train import finetune
+    model = build_model("preact_resnet164", init="none")
+    frozen = finetune.freeze(model, 1)
+    assert frozen == [model.stem, model.stages[0]]
+    names = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert names and all(n.startswith(("stem.", "stages.0.")) for n in names)
+    groups = finetune.param_groups(model, 0.1, 10.0)
+    assert [g["lr"] for g in groups] == [0.1, 1.0]
+    assert {id(p) for p in groups[1]["params"]} == {id(model.head.fc.weight), id(model.head.fc.bias)}
+
+
+def test_inputs_are_normalised_with_the_specs_mean_and_std():
+    """A resnetv2 spec says mean and std 0.5 (timm's ResNetV2 weights); the ImageNet statistics stay the default."""
+    import torch
+
+    from resnet_spec.api import load_spec
+    from resnet_spec.train import data
+    images = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    t = load_spec("resnetv2_50").eval_transform
+    assert torch.equal(data.normalize(images, torch.device("cpu"), mean_std=(t.mean, t.std)), torch.ones(1, 3, 2, 2))
+    default = data.normalize(images, torch.device("cpu"))
+    assert torch.allclose(default[0, :, 0, 0], (1 - torch.tensor(data.MEAN)) / torch.tensor(data.STD))
+    assert load_spec("resnet50").eval_transform.mean == data.MEAN

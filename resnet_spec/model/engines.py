@@ -109,7 +109,9 @@ def _onnxruntime(model: nn.Module, precision: str, example: torch.Tensor, calib:
 def _quantize_onnx(path: Path, calib: list[torch.Tensor]) -> Path:
     """Static int8 quantization (QDQ, per-channel weights), activation ranges from the calibration batches."""
     q = _optional("onnxruntime.quantization")
-    batches = iter([{"input": b.float().contiguous().numpy()} for b in calib])
+    # One batch of every image: the histograms are the same as batch by batch, and the percentile calibrator
+    # cannot stack batches of different sizes (a folder whose image count is not a multiple of the batch).
+    batches = iter([{"input": torch.cat([b.float() for b in calib]).contiguous().numpy()}])
 
     class Reader:  # what quantize_static reads the batches through (a CalibrationDataReader, by duck typing)
         def get_next(self) -> dict[str, Any] | None:

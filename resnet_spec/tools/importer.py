@@ -285,10 +285,37 @@ def check_fit(ref: Reference, model: nn.Module, data: dict[str, Any]) -> None:
             raise unfit(ref, name, theirs.get(name), f"the nearest spec builds {built} there")
 
 
+def eval_transform(model: nn.Module) -> dict[str, Any]:
+    """The input fields a timm model's pretrained_cfg gives (crop_pct, interpolation, mean, std) that differ from the
+    spec's defaults; nothing for a model without one (torchvision's)."""
+    from ..spec.schema import defaults
+    from ..spec.types import IMAGENET_MEAN, IMAGENET_STD
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(cfg, dict):
+        return {}
+    default = {**defaults("input"), "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    out: dict[str, Any] = {}
+    if isinstance(cfg.get("crop_pct"), float) and 0 < cfg["crop_pct"] <= 1 and cfg["crop_pct"] != default["crop_pct"]:
+        out["crop_pct"] = cfg["crop_pct"]
+    interpolation = cfg.get("interpolation")
+    if interpolation in ("bilinear", "bicubic", "nearest") and interpolation != default["interpolation"]:
+        out["interpolation"] = interpolation
+    for key in ("mean", "std"):
+        value = tuple(float(v) for v in cfg.get(key) or ())
+        if value and value != tuple(default[key]):
+            out[key] = list(value)
+    return out
+
+
 def import_model(ref: Reference, model: nn.Module) -> tuple[dict[str, Any], str]:
     """The spec data of `model`, checked to build the same structure, and its YAML text."""
     data = spec_data(ref, model)
     check_fit(ref, model, data)
+    transform = eval_transform(model)
+    if transform:  # `input` written before the stem, as in the shipped specs
+        head = {k: data[k] for k in ("spec_version", "name", "description")}
+        data = {**head, "input": {**data.get("input", {}), **transform},
+                **{k: v for k, v in data.items() if k not in head and k != "input"}}
     n = sum(s["blocks"] for s in data["stages"])
     params = sum(p.numel() for p in model.parameters())
     comment = (f"{ref.name} ({ref}), written by `resnet-spec import {ref}` from the model's module structure.\n"

@@ -99,16 +99,18 @@ def transforms(image_size: int, min_scale: float = 0.08, hflip: bool = True) -> 
     return T.Compose(train + [T.PILToTensor()]), T.Compose(evaluation + [T.PILToTensor()])
 
 
-_STATS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+_STATS: dict[tuple[torch.device, tuple[float, ...], tuple[float, ...]], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def normalize(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+def normalize(images: torch.Tensor, device: torch.device, channels_last: bool = False,
+              mean_std: tuple[tuple[float, ...], tuple[float, ...]] = (MEAN, STD)) -> torch.Tensor:
     """NCHW images in 0..255 (uint8 from disk, float from the in-memory crop) -> the float input the seed feeds:
-    /255 (ToTensor), then ImageNet mean and std (Normalize)."""
-    if device not in _STATS:
-        _STATS[device] = (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
-                          torch.tensor(STD, device=device).view(1, 3, 1, 1))
-    mean, std = _STATS[device]
+    /255 (ToTensor), then the mean and std (Normalize): ImageNet's, or the spec's `input.mean` and `input.std`."""
+    key = (device, *mean_std)
+    if key not in _STATS:
+        _STATS[key] = (torch.tensor(mean_std[0], device=device).view(1, -1, 1, 1),
+                       torch.tensor(mean_std[1], device=device).view(1, -1, 1, 1))
+    mean, std = _STATS[key]
     # div, not div_: a float batch may be the caller's own (a batch kept and fed again), and is not changed.
     x = images.to(device, non_blocking=True).float().div(255).sub_(mean).div_(std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -148,7 +148,8 @@ class Run:
         self.seen_bad: set[str] = set()
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
-        return data.normalize(images, self.device, self.cfg.channels_last)
+        t = self.spec.eval_transform
+        return data.normalize(images, self.device, self.cfg.channels_last, (t.mean, t.std))
 
     def _report_bad(self, skipped: list[str]) -> None:
         for reason in skipped:

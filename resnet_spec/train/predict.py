@@ -22,6 +22,7 @@ class Trained:
     image_size: int
     name: str
     notes: tuple[str, ...] = ()  # what was done to read the weights (unwrapped, prefixes stripped, keys mapped)
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] = (data.MEAN, data.STD)  # the spec's input normalisation
 
 
 def load_trained(path: str | Path, device: torch.device, image_size: int | None = None,
@@ -52,7 +53,8 @@ def load_trained(path: str | Path, device: torch.device, image_size: int | None 
         detail = str(e).split("do not fit this model: ", 1)[-1]
         raise InputError(f"{path}: weights do not match {which} '{spec.name}' ({detail})", setting=e.setting) from None
     size = image_size or int((weights.config or {}).get("image_size") or spec.input_size)
-    return Trained(model.to(device).eval(), tuple(classes), size, spec.name, weights.notes)
+    return Trained(model.to(device).eval(), tuple(classes), size, spec.name, weights.notes,
+                   (spec.eval_transform.mean, spec.eval_transform.std))
 
 
 def check_image_size(spec: ResNetSpec, image_size: int | None) -> None:
@@ -89,7 +91,8 @@ def predict(trained: Trained, images: list[str], topk: int, batch_size: int, dev
                 on_bad(bad)
         if not good:
             continue
-        probs = trained.model(data.normalize(torch.stack([x for x, _ in good]), device)).float().softmax(dim=1)
+        inputs = data.normalize(torch.stack([x for x, _ in good]), device, mean_std=trained.mean_std)
+        probs = trained.model(inputs).float().softmax(dim=1)
         values, indices = probs.topk(k, dim=1)
         for (_, path), vs, ix in zip(good, values.tolist(), indices.tolist(), strict=True):
             out.append(Prediction(path, tuple((trained.classes[i], i, v) for v, i in zip(vs, ix, strict=True))))
@@ -135,7 +138,7 @@ def evaluate(trained: Trained, folder: str | Path, batch_size: int, workers: int
         skipped += len(bad)
         if len(targets) == 0:
             continue
-        logits = trained.model(data.normalize(images, device)).float().cpu()
+        logits = trained.model(data.normalize(images, device, mean_std=trained.mean_std)).float().cpu()
         hits += metrics.topk_correct(logits, targets, (1, 5))
         confusion += torch.bincount(targets * n + logits.argmax(dim=1), minlength=n * n).reshape(n, n)
     seen = int(confusion.sum())

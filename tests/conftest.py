@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY
+from helpers import DIGITS_PER_CLASS, TINY
 
 
 @pytest.fixture(autouse=True)
@@ -13,6 +13,23 @@ def _slow_only_when_asked(request):
     """Nothing deselects the slow marker by default, so a slow test runs only when -m names it."""
     if request.node.get_closest_marker("slow") and "slow" not in (request.config.option.markexpr or ""):
         pytest.skip("slow: run with -m slow")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on two shared cores, more only adds spinning (the training tests use it)."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """sklearn's digits as an image folder, DIGITS_PER_CLASS images a digit (12 train + 3 val)."""
+    from resnet_spec.train.digits import write_digits
+    return write_digits(tmp_path_factory.mktemp("digits"), per_class=DIGITS_PER_CLASS)
 
 
 @pytest.fixture

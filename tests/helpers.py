@@ -19,6 +19,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
+DIGITS_PER_CLASS = 15  # the digits fixture: 12 train + 3 val images per digit, 120 / 30, a one-second epoch
+# Small, quick training flags for the digits, without flip (a mirrored digit is another digit).
+FAST_TRAIN = ["--image-size", "16", "--batch-size", "32", "--workers", "0", "--optimizer", "adamw", "--lr", "0.003",
+              "--min-scale", "0.5", "--no-flip", "--device", "cpu", "--seed", "3"]
+# For training subprocesses: one thread each (two shared cores), and the checkout importable.
+TRAIN_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 DATA = Path(__file__).resolve().parent / "data"
 
 # A tiny net for the checkpoint and output cases of the hostile-input tests.

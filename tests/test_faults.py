@@ -15,31 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, SPECS, TINY, no_traceback
+from helpers import FAST_TRAIN, ROOT, SPECS, TINY, TRAIN_ENV, no_traceback
 
 SPEC = SPECS / "resnet10_cifar.yaml"
-# 12 train + 3 val images per digit: with two ranks and batches of 32, two steps per rank per epoch.
-PER_CLASS = 15
-FAST = ["--image-size", "16", "--batch-size", "32", "--workers", "0", "--optimizer", "adamw", "--lr", "0.003",
-        "--min-scale", "0.5", "--no-flip", "--device", "cpu", "--seed", "3", "--cache", "on", "--epochs", "2"]
-# Two shared cores: more than one torch thread per process only adds spinning.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+# The digits fixture's 12 train + 3 val images per digit: with two ranks and batches of 32, two steps per rank
+# per epoch.
+FAST = [*FAST_TRAIN, "--cache", "on", "--epochs", "2"]
+ENV = TRAIN_ENV
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TIMEOUT = 150
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    from resnet_spec.train.digits import write_digits
-    return write_digits(tmp_path_factory.mktemp("digits"), per_class=PER_CLASS)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train_argv(digits: Path, out: Path | str) -> list[str]:

@@ -14,29 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, SPECS, cli_choices
+from helpers import FAST_TRAIN, ROOT, SPECS, TRAIN_ENV, cli_choices
 
 SPEC = SPECS / "resnet10_cifar.yaml"
-PER_CLASS = 15  # 12 train + 3 val images per digit: 120 / 30, a one-second epoch
-# Small and quick, and no flip: a mirrored digit is another digit.
-FAST = ["--image-size", "16", "--batch-size", "32", "--workers", "0", "--optimizer", "adamw", "--lr", "0.003",
-        "--min-scale", "0.5", "--no-flip", "--device", "cpu", "--seed", "3"]
-# Two shared cores: more than one torch thread per process only adds spinning.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+FAST = FAST_TRAIN
+ENV = TRAIN_ENV
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    from resnet_spec.train.digits import write_digits
-    return write_digits(tmp_path_factory.mktemp("digits"), per_class=PER_CLASS)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _copy(digits: Path, dest: Path) -> Path:

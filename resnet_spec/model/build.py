@@ -45,7 +45,58 @@ class FeatureInfo(list[dict[str, Any]]):
         return self.get("module", idx)
 
 
-class ResNet(nn.Module):
+class TimmInterface(nn.Module):
+    """What ResNet and the pre-activation ResNetV2 share of timm's model interface: the stages they build, the
+    feature maps they return, the checks of reset_classifier's arguments and default_cfg."""
+
+    __jit_unused_properties__ = ["default_cfg"]  # a dict of mixed values, which TorchScript cannot type
+    if TYPE_CHECKING:  # set by each subclass; declared for type checkers only (TorchScript reads class annotations)
+        pretrained_cfg: dict[str, Any]
+
+    def _set_up(self, spec: ResNetSpec, stem_map: str, stage_prefix: str) -> list[StagePlan]:
+        """The stages to build (those after the last feature map a features spec returns are dropped, as by
+        timm's features_only), and the feature info: `stem_map` names the module whose output is feature 0,
+        stage i is `{stage_prefix}{i}`."""
+        self.spec = spec
+        stages = plan(spec)
+        if len(stages) > MAX_STAGES:
+            raise ValueError(f"at most {MAX_STAGES} stages, got {len(stages)}")
+        if spec.features is not None:
+            stages = stages[:max(spec.features)]
+        first = 0 if stage_prefix == "stages." else 1  # timm's stages.0 is torchvision's layer1
+        maps = [dict(index=0, module=stem_map, num_chs=spec.stem.out_channels, reduction=stem_conv_reduction(spec))]
+        maps += [dict(index=sp.index, module=f"{stage_prefix}{sp.index - 1 + first}", num_chs=sp.out_channels,
+                      reduction=sp.reduction) for sp in stages]
+        self.stage_names = [m["module"] for m in maps[1:]]
+        self.features = spec.features
+        # Exactly the maps forward returns: those listed in `features`, or (as timm's) all of them.
+        self.feature_info = FeatureInfo(m for m in maps if spec.features is None or m["index"] in spec.features)
+        self._keep = [spec.features is not None and i in spec.features for i in range(len(maps))]
+        self.num_features = stages[-1].out_channels if stages else spec.stem.out_channels
+        self.num_classes = 0
+        self.global_pool = ""
+        return stages
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """timm's older name for pretrained_cfg."""
+        return self.pretrained_cfg
+
+    def _classifier_pool(self, num_classes: int, global_pool: str | None) -> str:
+        """reset_classifier's arguments checked as timm's: the pool to use."""
+        if self.features is not None:
+            raise ValueError("a features spec returns feature maps and has no classifier to reset")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        pool = self.global_pool if global_pool is None else global_pool
+        if pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+        if pool == "" and num_classes > 0:
+            raise ValueError("global_pool='' needs num_classes=0: the classifier takes pooled features (as timm)")
+        return pool
+
+
+class ResNet(TimmInterface):
     """A ResNet built from a spec. Attribute names and construction order are torchvision's
     (conv1, bn1, relu, maxpool, layer1..N, avgpool, fc), then timm's for what torchvision lacks,
     so state_dicts load strictly and a seeded build draws the same random numbers.
@@ -53,8 +104,6 @@ class ResNet(nn.Module):
     It also has timm's model interface: num_classes, num_features, get_classifier, reset_classifier,
     forward_features, forward_head, pretrained_cfg (default_cfg) and feature_info.
     """
-
-    __jit_unused_properties__ = ["default_cfg"]  # a dict of mixed values, which TorchScript cannot type
 
     if TYPE_CHECKING:  # for type checkers only: registered by add_module, and only as many as the spec has
         layer1: nn.Module
@@ -68,31 +117,12 @@ class ResNet(nn.Module):
 
     def __init__(self, spec: ResNetSpec) -> None:
         super().__init__()
-        self.spec = spec
-        stages = plan(spec)
-        if len(stages) > MAX_STAGES:
-            raise ValueError(f"at most {MAX_STAGES} stages, got {len(stages)}")
-        if spec.features is not None:
-            # Stages after the last requested feature would never run; timm's features_only drops them too.
-            stages = stages[:max(spec.features)]
+        # Feature 0 is the stem's activation, before its pool, as in timm's feature_info and features_only.
+        stages = self._set_up(spec, "relu", "layer")
         ctx = LayerContext.from_spec(spec)
         self._build_stem(spec, ctx)
-        self.stage_names: list[str] = []
-        for sp in stages:
-            name = f"layer{sp.index}"  # name kept for weight compatibility
-            self.add_module(name, nn.Sequential(*[make_block(bp, ctx) for bp in sp.blocks]))
-            self.stage_names.append(name)
-        # Feature 0 is the stem's activation, before its pool, as in timm's feature_info and features_only.
-        maps = [dict(index=0, module="relu", num_chs=spec.stem.out_channels, reduction=stem_conv_reduction(spec))]
-        maps += [dict(index=sp.index, module=f"layer{sp.index}", num_chs=sp.out_channels, reduction=sp.reduction)
-                 for sp in stages]
-        self.features = spec.features
-        # Exactly the maps forward returns: those listed in `features`, or (as timm's) all of them.
-        self.feature_info = FeatureInfo(m for m in maps if spec.features is None or m["index"] in spec.features)
-        self._keep = [spec.features is not None and i in spec.features for i in range(len(maps))]
-        self.num_features = stages[-1].out_channels if stages else spec.stem.out_channels
-        self.num_classes = 0
-        self.global_pool = ""
+        for sp in stages:  # layerN: names kept for weight compatibility
+            self.add_module(f"layer{sp.index}", nn.Sequential(*[make_block(bp, ctx) for bp in sp.blocks]))
         self.avgpool: nn.Module | None = None
         self.drop: nn.Module | None = None
         self.fc: nn.Module | None = None
@@ -102,11 +132,6 @@ class ResNet(nn.Module):
             self.reset_classifier(spec.head.num_classes, "avg")
         self.pretrained_cfg = pretrained_cfg(spec, stages, self.num_classes)
         self._init_weights(spec.zero_init_residual)
-
-    @property
-    def default_cfg(self) -> dict[str, Any]:
-        """timm's older name for pretrained_cfg."""
-        return self.pretrained_cfg
 
     def _build_stem(self, spec: ResNetSpec, ctx: LayerContext) -> None:
         self.conv1 = make_stem_conv(spec.in_channels, spec.stem, ctx)
@@ -134,15 +159,7 @@ class ResNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new, freshly initialised classifier of num_classes outputs (0: none, forward returns the pooled
         features); global_pool "avg" pools, "" keeps the unpooled map (timm's reset_classifier)."""
-        if self.features is not None:
-            raise ValueError("a features spec returns feature maps and has no classifier to reset")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-        pool = self.global_pool if global_pool is None else global_pool
-        if pool not in GLOBAL_POOLS:
-            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
-        if pool == "" and num_classes > 0:
-            raise ValueError("global_pool='' needs num_classes=0: the classifier takes pooled features (as timm)")
+        pool = self._classifier_pool(num_classes, global_pool)
         self.global_pool = pool
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1)) if pool == "avg" else None
         self.num_classes = num_classes

@@ -9,15 +9,15 @@ conv (timm's ClassifierHead with use_conv=True).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from ..registry import lookup
-from ..spec.layout import BlockPlan, plan, stem_conv_reduction
+from ..spec.layout import BlockPlan
 from ..spec.types import ResNetSpec
-from .build import GLOBAL_POOLS, MAX_STAGES, FeatureInfo, pretrained_cfg
+from .build import TimmInterface, pretrained_cfg
 from .layers import AvgPool2dSame, DropPath, LayerContext
 from .stems import make_stem_pool
 
@@ -199,21 +199,16 @@ def _stem(spec: ResNetSpec, ctx: LayerContext) -> nn.Sequential:
     return nn.Sequential(layers)
 
 
-class ResNetV2(nn.Module):
+class ResNetV2(TimmInterface):
     """A pre-activation ResNet built from a spec with `preact: true`, with timm's ResNetV2 names and init and the
     same model interface as ResNet (num_classes, num_features, get_classifier, reset_classifier,
     forward_features, forward_head, pretrained_cfg, feature_info)."""
 
-    __jit_unused_properties__ = ["default_cfg"]
-
     def __init__(self, spec: ResNetSpec) -> None:
         super().__init__()
-        self.spec = spec
-        stages = plan(spec)
-        if len(stages) > MAX_STAGES:
-            raise ValueError(f"at most {MAX_STAGES} stages, got {len(stages)}")
-        if spec.features is not None:
-            stages = stages[:max(spec.features)]
+        one_conv = len(spec.stem.convs.widths) == 1
+        # Feature 0 is the stem's last conv output, before its pool (no norm follows it), as timm's feature_info.
+        stages = self._set_up(spec, "stem.conv" if one_conv else f"stem.conv{len(spec.stem.convs.widths)}", "stages.")
         ctx = LayerContext.from_spec(spec)
         self.stem = _stem(spec, ctx)
         # The stem's modules up to its last conv: feature 0 is that conv's output, as timm's feature_info says.
@@ -221,18 +216,6 @@ class ResNetV2(nn.Module):
         self.stages = nn.Sequential(OrderedDict(
             (str(sp.index - 1), ResNetStage([lookup(PREACT_BLOCKS, "block type", bp.block.type)(bp, ctx)
                                              for bp in sp.blocks])) for sp in stages))
-        self.stage_names = [f"stages.{sp.index - 1}" for sp in stages]
-        first_conv = "stem.conv" if len(spec.stem.convs.widths) == 1 else "stem.conv1"
-        last_conv = "stem.conv" if len(spec.stem.convs.widths) == 1 else f"stem.conv{len(spec.stem.convs.widths)}"
-        maps = [dict(index=0, module=last_conv, num_chs=spec.stem.out_channels, reduction=stem_conv_reduction(spec))]
-        maps += [dict(index=sp.index, module=f"stages.{sp.index - 1}", num_chs=sp.out_channels,
-                      reduction=sp.reduction) for sp in stages]
-        self.features = spec.features
-        self.feature_info = FeatureInfo(m for m in maps if spec.features is None or m["index"] in spec.features)
-        self._keep = [spec.features is not None and i in spec.features for i in range(len(maps))]
-        self.num_features = stages[-1].out_channels if stages else spec.stem.out_channels
-        self.num_classes = 0
-        self.global_pool = ""
         self.norm: nn.Module | None = None
         self.head: ClassifierHead | None = None
         if spec.features is None:
@@ -240,14 +223,9 @@ class ResNetV2(nn.Module):
             if spec.head is not None:
                 self.head = ClassifierHead(spec.head.dropout)
                 self.reset_classifier(spec.head.num_classes, "avg")
-        self.pretrained_cfg = pretrained_cfg(spec, stages, self.num_classes, first_conv=first_conv,
-                                             classifier="head.fc")
+        self.pretrained_cfg = pretrained_cfg(spec, stages, self.num_classes,
+                                             first_conv="stem.conv" if one_conv else "stem.conv1", classifier="head.fc")
         self._init_weights(spec.zero_init_residual)
-
-    @property
-    def default_cfg(self) -> dict[str, Any]:
-        """timm's older name for pretrained_cfg."""
-        return self.pretrained_cfg
 
     def _init_weights(self, zero_init_last: bool) -> None:
         # timm's resnetv2._init_weights, in module order: the conv classifier N(0, 0.01), other convs He-normal,
@@ -277,15 +255,7 @@ class ResNetV2(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new classifier of num_classes outputs (0: none, forward returns the pooled features); global_pool
         "avg" pools, "" keeps the unpooled map (timm's reset_classifier)."""
-        if self.features is not None:
-            raise ValueError("a features spec returns feature maps and has no classifier to reset")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-        pool = self.global_pool if global_pool is None else global_pool
-        if pool not in GLOBAL_POOLS:
-            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
-        if pool == "" and num_classes > 0:
-            raise ValueError("global_pool='' needs num_classes=0: the classifier takes pooled features (as timm)")
+        pool = self._classifier_pool(num_classes, global_pool)
         if self.head is None:
             self.head = ClassifierHead(0.0)
         self.global_pool, self.num_classes = pool, num_classes

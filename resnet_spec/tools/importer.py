@@ -76,6 +76,24 @@ def _stages(r: Reader, names: list[str], read: list[list[tuple[dict[str, Any], d
     return stages
 
 
+def _network(ref: Reference, r: Reader, in_channels: int, stem: dict[str, Any], names: list[str],
+             read: list[list[tuple[dict[str, Any], dict[str, Any]]]], preact: bool) -> dict[str, Any]:
+    """The spec data up to the stages: the blocks' most common fields as the top-level block, the rest per stage."""
+    top = _consolidate([f for blocks in read for f, _ in blocks])
+    data: dict[str, Any] = {"spec_version": 1, "name": ref.name,
+                            "description": f"{ref}, read from its module structure by resnet-spec import"}
+    if in_channels != 3:
+        data["input"] = {"channels": in_channels}
+    if preact:
+        data["preact"] = True
+    data["stem"] = stem
+    base = _default_block(top["type"])
+    data["block"] = {"type": top["type"], **{k: v for k, v in top.items() if k != "type" and base.get(k) != v}}
+    # Fields the consolidated top-level block leaves at their defaults are compared against those defaults.
+    data["stages"] = _stages(r, names, read, {**base, **data["block"]})
+    return data
+
+
 def spec_data(ref: Reference, model: nn.Module) -> dict[str, Any]:
     """The spec data that describes `model`, read from its modules."""
     from ..spec.schema import defaults
@@ -114,17 +132,7 @@ def spec_data(ref: Reference, model: nn.Module) -> dict[str, Any]:
     if pool is not None and getattr(pool, "pool_type", "avg") != "avg":
         raise r.unfit("global_pool", "the head pools by global average only")
 
-    fields = [f for blocks in read for f, _ in blocks]
-    top = _consolidate(fields)
-    data: dict[str, Any] = {"spec_version": 1, "name": ref.name,
-                            "description": f"{ref}, read from its module structure by resnet-spec import"}
-    if in_channels != 3:
-        data["input"] = {"channels": in_channels}
-    data["stem"] = stem
-    base = _default_block(top["type"])
-    data["block"] = {"type": top["type"], **{k: v for k, v in top.items() if k != "type" and base.get(k) != v}}
-    # Fields the consolidated top-level block leaves at their defaults are compared against those defaults.
-    data["stages"] = _stages(r, names, read, {**base, **data["block"]})
+    data = _network(ref, r, in_channels, stem, names, read, preact=False)
     head: dict[str, Any] = {"num_classes": fc.out_features}
     drop_rate = float(getattr(model, "drop_rate", 0.0) or 0.0)
     if drop_rate > 0:
@@ -180,17 +188,7 @@ def _preact_data(ref: Reference, model: nn.Module) -> dict[str, Any]:
     if pool is not None and getattr(pool, "pool_type", "avg") != "avg":
         raise r.unfit("head.global_pool", "the head pools by global average only")
 
-    fields = [f for blocks in read for f, _ in blocks]
-    top = _consolidate(fields)
-    data: dict[str, Any] = {"spec_version": 1, "name": ref.name,
-                            "description": f"{ref}, read from its module structure by resnet-spec import"}
-    if in_channels != 3:
-        data["input"] = {"channels": in_channels}
-    data["preact"] = True
-    data["stem"] = stem
-    base = _default_block(top["type"])
-    data["block"] = {"type": top["type"], **{k: v for k, v in top.items() if k != "type" and base.get(k) != v}}
-    data["stages"] = _stages(r, names, read, {**base, **data["block"]})
+    data = _network(ref, r, in_channels, stem, names, read, preact=True)
     head: dict[str, Any] = {"num_classes": fc.out_channels if isinstance(fc, nn.Conv2d) else 0}
     drop = part_of(model, "head.drop")
     drop_rate = float(getattr(drop, "p", 0.0) or getattr(model, "drop_rate", 0.0) or 0.0)

@@ -142,15 +142,16 @@ class Reader:
         planes, stride, first_dilation, dilation = BLOCK_READERS[kind](self, name, b, conv, f, aa_stride)
         f.update(self.shortcut(f"{name}.downsample"))
         f["attention"] = self.attention(f"{name}.se", conv[BLOCKS[kind].convs[-1]].out_channels)
-        drop = part(b, "drop_path")
-        geometry = {"channels": planes, "stride": stride, "first_dilation": first_dilation, "dilation": dilation,
-                    "aa": self.aa_kind(f"{name}.aa") if aa is not None else "none",
-                    "drop_path": float(getattr(drop, "drop_prob", getattr(drop, "p", 0.0)) or 0.0)}
-        return f, geometry
+        return f, geometry(b, planes, stride, first_dilation, dilation,
+                           self.aa_kind(f"{name}.aa") if aa is not None else "none")
+
+    def projection(self, name: str) -> nn.Module | None:
+        """The block's shortcut projection module `name`, or None where it has none."""
+        parent, _, attr = name.rpartition(".")
+        return part(self.model.get_submodule(parent), attr)
 
     def shortcut(self, name: str) -> dict:
-        parent, _, attr = name.rpartition(".")
-        d = part(self.model.get_submodule(parent), attr)
+        d = self.projection(name)
         if d is None:
             return {}
         if isinstance(d, nn.Sequential) and len(d) == 2 and isinstance(d[0], nn.Conv2d) and is_norm(d[1]):
@@ -185,6 +186,14 @@ class Reader:
 
 
 Geometry = tuple[int, int, int, int | None]  # a block's planes, stride, first dilation and dilation
+
+
+def geometry(block: nn.Module, planes: int, stride: int, first_dilation: int, dilation: int | None,
+             aa: str) -> dict:
+    """A block's geometry as the importer consolidates it per stage, with its drop-path rate."""
+    drop = part(block, "drop_path")
+    return {"channels": planes, "stride": stride, "first_dilation": first_dilation, "dilation": dilation,
+            "aa": aa, "drop_path": float(getattr(drop, "drop_prob", getattr(drop, "p", 0.0)) or 0.0)}
 
 
 def _read_basic(r: Reader, name: str, b: nn.Module, conv: dict[str, nn.Conv2d], f: dict,
@@ -316,14 +325,10 @@ class PreactReader(Reader):
         planes, stride, first_dilation, dilation = BLOCK_READERS[kind](self, name, b, conv, f, None)
         f.update(self.shortcut(f"{name}.downsample"))
         f["attention"] = {"type": "none"}
-        drop = part(b, "drop_path")
-        geometry = {"channels": planes, "stride": stride, "first_dilation": first_dilation, "dilation": dilation,
-                    "aa": "none", "drop_path": float(getattr(drop, "drop_prob", getattr(drop, "p", 0.0)) or 0.0)}
-        return f, geometry
+        return f, geometry(b, planes, stride, first_dilation, dilation, "none")
 
     def shortcut(self, name: str) -> dict:
-        parent, _, attr = name.rpartition(".")
-        d = part(self.model.get_submodule(parent), attr)
+        d = self.projection(name)
         if d is None:
             return {}
         kind = {"DownsampleConv": "conv", "DownsampleAvg": "avg_conv"}.get(type(d).__name__)

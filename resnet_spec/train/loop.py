@@ -1,6 +1,7 @@
 """Training a spec on an image folder: one process, or many under torchrun (DistributedDataParallel)."""
 from __future__ import annotations
 
+import gc
 import json
 import math
 import sys
@@ -311,6 +312,10 @@ def train(cfg: TrainConfig, spec: ResNetSpec, resume: dict[str, Any] | None = No
             if cfg.freeze:
                 print(f"frozen: the stem and the first {cfg.freeze} stage(s), BatchNorm statistics included")
         summary = run.fit()
+        # The DDP model and its reducer hold gloo work objects; freed before the group is destroyed, not at
+        # interpreter exit, where one rank once aborted ("terminate called without an active exception").
+        del run
+        gc.collect()
     except RuntimeError as e:
         distributed.shutdown(dist, wait=False)
         if created:

@@ -50,6 +50,7 @@ def test_usage_errors_carry_the_subcommand_name(cli, argv):
     ["build", "resnet18", "--device", "tpu", "--dry-run"],
     ["train", "resnet18", "--data", "d", "--device", "tpu"],
     ["predict", "x.pt", "y.png", "--device", "tpu"],
+    ["bench", "resnet18", "--device", "abc"],  # found by the property test at 10x: it was exit 3
     ["build", "resnet18", "--input-size", "abc"],
 ])
 def test_out_of_range_values_are_usage_errors(cli, tmp_path, monkeypatch, argv):
@@ -62,8 +63,9 @@ def test_out_of_range_values_are_usage_errors(cli, tmp_path, monkeypatch, argv):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is there")
 def test_cuda_without_cuda_is_refused_before_the_table(cli):
-    code, out, err = cli(["build", "resnet18", "--device", "cuda"])
-    assert (code, out) == (2, "") and "no CUDA device is available" in err
+    for command in ("build", "bench"):
+        code, out, err = cli([command, "resnet18", "--device", "cuda"])
+        assert (code, out) == (2, "") and "no CUDA device is available" in err, command
 
 
 def test_warmup_must_leave_epochs_to_train(cli, tmp_path, monkeypatch):

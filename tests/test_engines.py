@@ -153,6 +153,13 @@ def test_int8_calibrates_on_an_image_folder(weights, tmp_path):
     batches = calibration_batches(tmp_path, SIZE, images=8, batch=4)
     assert [tuple(b.shape) for b in batches] == [(4, 3, SIZE, SIZE)] * 2
     assert abs(batches[0].mean().item()) < 1.5  # normalized with the ImageNet statistics, not 0..255
+    # A spec with its own mean and std (timm's ResNetV2: 0.5) is calibrated on inputs normalized as it is fed.
+    from resnet_spec.api import load_spec
+    half = calibration_batches(tmp_path, SIZE, images=8, batch=4, spec=load_spec("resnetv2_50"))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    pixels = batches[0] * std + mean  # back to 0..1
+    assert torch.allclose(half[0], (pixels - 0.5) / 0.5, atol=1e-5)
     fast = accelerate(fresh(weights), precision="int8", engine="onnxruntime", calibration=batches,
                       check_batch=batches[0])
     assert fast.check.passed and fast.check.top1_agreement >= 0.5

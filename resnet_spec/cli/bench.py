@@ -17,13 +17,14 @@ if TYPE_CHECKING:
 
     import torch
 
+    from ..spec.types import ResNetSpec
     from .common import Subparsers
 
 PRECISION_CHOICES = ("fp32", "bf16", "int8")
 
 
 def register(sub: Subparsers) -> None:
-    from .common import add_command, positive_int
+    from .common import add_command, device_name, positive_int
     p = add_command(sub, "bench",
                     "Time every inference engine and precision on one spec, check each against eager fp32, "
                     "and name the fastest.",
@@ -31,7 +32,8 @@ def register(sub: Subparsers) -> None:
                     "  resnet-spec bench resnet18 --batch 1,8,32 --plot latency.png\n"
                     "  resnet-spec bench my_net.yaml --precision fp32,int8 --calibration digits/val")
     p.add_argument("spec", metavar="FILE|NAME", help="a spec file, or the name of a shipped spec")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", type=device_name, default="cpu",
+                   help="cpu, cuda, cuda:N or auto (cuda when there is one; default: cpu)")
     p.add_argument("--batch", type=_int_list, default=(1, 8), metavar="N,N",
                    help="batch sizes to time (default: 1,8)")
     p.add_argument("--precision", type=_choice_list(PRECISION_CHOICES), default=PRECISION_CHOICES, metavar="P,P",
@@ -70,15 +72,26 @@ def run(args: Namespace) -> int:
 
     from .. import build_model, load_spec
     from ..model import engines, optimize
+    from .common import check_device, check_input_size
+    check_device(args.device)
     spec = load_spec(args.spec)
+    check_input_size(spec, args.input_size, "--input-size")
     size = args.input_size or spec.input_size
-    device = torch.device(args.device)
+    from ..errors import LimitError
+    from ..model.limits import DEFAULT_LIMITS
+    from ..model.limits import check as check_cost
+    try:  # build's caps on parameters and activations, for the largest batch, before anything is allocated
+        check_cost(spec, DEFAULT_LIMITS, size, max(args.batch))
+    except LimitError as e:
+        raise LimitError(f"{e}; bench a smaller --batch or --input-size") from None
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
     names = args.engine or list(engines.ENGINES)
     unknown = [n for n in names if n not in engines.ENGINES]
     if unknown:
         raise InputError(f"engine {unknown[0]!r} is not one of {', '.join(engines.ENGINES)}", setting="engine")
     shape = (spec.in_channels, size, size)
-    calib = (calibration_batches(args.calibration, size) if args.calibration
+    calib = (calibration_batches(args.calibration, size, spec=spec) if args.calibration
              else [torch.randn(8, *shape, generator=torch.Generator().manual_seed(i)) for i in range(4)])
     check = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     import torch._dynamo
@@ -196,17 +209,21 @@ def plot(path: str, title: str, results: list[Result]) -> None:
         plt.close(fig)
 
 
-def calibration_batches(folder: str | Path, size: int, images: int = 64, batch: int = 8) -> list[torch.Tensor]:
-    """Up to `images` images of an image folder, spread evenly over its files, at the eval transform, normalized."""
+def calibration_batches(folder: str | Path, size: int, images: int = 64, batch: int = 8,
+                        spec: ResNetSpec | None = None) -> list[torch.Tensor]:
+    """Up to `images` images of an image folder, spread evenly over its files, at the eval transform, normalized with
+    the spec's input mean and std (ImageNet's without a spec)."""
     import torch
 
-    from ..train.data import load_image, normalize, scan_split, transforms
+    from ..train.data import MEAN, STD, load_image, normalize, scan_split, transforms
     samples = scan_split(folder, "calibration").samples
     step = max(1, len(samples) // images)
     chosen = samples[::step][:images]
     _, evaluation = transforms(size)
     stacked = torch.stack([evaluation(load_image(p)) for p, _ in chosen])
-    return [normalize(stacked[i:i + batch], torch.device("cpu")) for i in range(0, len(stacked), batch)]
+    mean_std = (spec.eval_transform.mean, spec.eval_transform.std) if spec is not None else (MEAN, STD)
+    return [normalize(stacked[i:i + batch], torch.device("cpu"), mean_std=mean_std)
+            for i in range(0, len(stacked), batch)]
 
 
 def _interleaved(fns: dict[tuple[str, str], Callable[[], object]], repeats: int) -> dict[tuple[str, str], list[float]]:

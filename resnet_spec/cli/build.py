@@ -146,7 +146,7 @@ def run(args: Namespace) -> int:
         calibration = None
         if args.calibration:
             from .bench import calibration_batches
-            calibration = calibration_batches(args.calibration, size)
+            calibration = calibration_batches(args.calibration, size, spec=spec)
         model = optimize_for_inference(model, precision=args.precision, engine=args.engine, calibration=calibration,
                                        check_batch=x)
         result = getattr(model, "check", None)  # an engine's output check against eager fp32

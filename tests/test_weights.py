@@ -16,15 +16,11 @@ from resnet_spec.errors import InputError
 from resnet_spec.model.checkpoint import save_model
 from resnet_spec.model.weights import fit_weights, read_weights
 from resnet_spec.spec.hf import hf_key_to_ours, ours_key_to_hf, spec_data_from_hf_config
+from resnet_spec.tools.compare import randomise_norms_
 
 
 def _randomise(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
+    randomise_norms_(model, seed)  # so that a wrong key mapping or a transposed tensor changes the outputs
     return model.eval()
 
 

@@ -100,7 +100,13 @@ def run(args: Namespace) -> int:
     limit = torch._dynamo.config.recompile_limit
     torch._dynamo.config.recompile_limit = max(limit, 2 * (len(args.batch) + 2))
     torch.manual_seed(0)
-    weights = trained_like(build_model(spec).state_dict())
+    # Trained-like BatchNorm statistics: a fresh init's are the identity, so every folded conv bias is zero, the ONNX
+    # exporter merges those equal biases into one tensor, onnxruntime's int8 quantizer cannot quantize it, and int8
+    # would be timed slower than fp32 (resnet18 at batch 8: 170 ms against 141 ms; with these statistics 44 ms).
+    from ..tools.compare import randomise_norms_
+    model = build_model(spec)
+    randomise_norms_(model, seed=1)
+    weights = model.state_dict()
     results: list[Result] = []
     runners: dict[tuple[str, str], Callable[[torch.Tensor], torch.Tensor]] = {}
     for precision in args.precision:
@@ -141,23 +147,6 @@ def run(args: Namespace) -> int:
         plot(args.plot, f"{args.spec} at {size}x{size} on {device}", results)
         print(f"wrote {args.plot}")
     return 0
-
-
-def trained_like(weights: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
-    """`weights` with every BatchNorm's running statistics redrawn (seeded), as trained weights have them.
-
-    A fresh init's BatchNorms are the identity, so every folded conv bias is zero; the ONNX exporter then merges
-    the equal biases into one tensor, which onnxruntime's int8 quantizer cannot quantize, and int8 would be timed
-    slower than fp32 (resnet18 at batch 8: 170 ms against 141 ms; with these statistics 44 ms)."""
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    out = dict(weights)
-    for key, value in weights.items():
-        if key.endswith("running_mean"):
-            out[key] = torch.randn(value.shape, generator=g, dtype=value.dtype) * 0.1
-        elif key.endswith("running_var"):
-            out[key] = torch.empty(value.shape, dtype=value.dtype).uniform_(0.5, 2.0, generator=g)
-    return out
 
 
 def report(spec: str, size: int, batches: tuple[int, ...], results: list[Result]) -> str:

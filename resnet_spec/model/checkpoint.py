@@ -5,6 +5,7 @@ import pickle
 import re
 import stat
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +133,18 @@ def fit_diff(want: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str
     extra = [_name(k) for k in got if k not in want]
     shapes = [f"{_name(k)}: {_shape(got[k])} in the file, {_shape(want[k])} in the model"
               for k in want if k in got and got[k].shape != want[k].shape]
+    return key_mismatch(missing, extra, shapes)
+
+
+def key_mismatch(missing: list[str], extra: list[str], shapes: list[str],
+                 show: Callable[[list[str]], list[str]] = list) -> str:
+    """Missing, unexpected and reshaped keys as one clause each: the count, then a few of them as `show` words
+    them (the reshaped ones come already worded)."""
     parts = []
     if missing:
-        parts.append(f"{len(missing)} missing ({_some(missing)})")
+        parts.append(f"{len(missing)} missing ({_some(show(missing))})")
     if extra:
-        parts.append(f"{len(extra)} unexpected ({_some(extra)})")
+        parts.append(f"{len(extra)} unexpected ({_some(show(extra))})")
     if shapes:
         parts.append(f"{len(shapes)} of another shape ({_some(shapes, 2, '; ')})")
     return ", ".join(parts)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..spec.hf import hf_key_to_ours
-from .checkpoint import _load_safetensors, _name, _regular_file, _some, load_file
+from .checkpoint import _load_safetensors, _name, _regular_file, key_mismatch, load_file
 
 WRAPPERS = ("model", "state_dict", "model_state_dict")  # torchvision's reference scripts, Lightning, and others
 PREFIXES = ("module.", "_orig_mod.")                      # DistributedDataParallel, torch.compile
@@ -183,14 +183,7 @@ def fit_weights(model: nn.Module, weights: Weights, *, reinit_head: bool = False
 
 def _mismatch(want: dict[str, torch.Tensor], got: dict[str, torch.Tensor], missing: list[str], extra: list[str],
               shapes: list[str], weights: Weights, head_only: bool) -> str:
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing ({_some(_groups(missing))})")
-    if extra:
-        parts.append(f"{len(extra)} unexpected ({_some(_groups(extra))})")
-    if shapes:
-        parts.append(f"{len(shapes)} of another shape ({_some([_shape_note(k, got, want) for k in shapes], 2, '; ')})")
-    text = ", ".join(parts)
+    text = key_mismatch(missing, extra, [_shape_note(k, got, want) for k in shapes], show=_groups)
     if head_only and weights.num_classes is not None:
         text += f"; the weights have {weights.num_classes} classes: use num_classes {weights.num_classes}"
     elif any(k.startswith(("encoder.", "embedder.")) for k in extra):
